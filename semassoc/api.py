@@ -1,0 +1,423 @@
+"""The Python API behind every CLI command. Each function returns data; nothing here prints.
+
+Example:
+    >>> from semassoc import api
+    >>> report = api.index_catalog("examples/online_retail/catalog.csv", workspace="/tmp/ws")  # doctest: +SKIP
+    >>> [item.title for item in api.similar("85123A", workspace="/tmp/ws", k=3)]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from semassoc.catalog import CatalogColumns, OnError, Product, RowProblem, read_catalog
+from semassoc.encoder import Encoder, LazyEncoder, VectorCache, encode_with_cache, read_max_seq_length
+from semassoc.errors import InvalidInput, NotFound
+from semassoc.prompts import PromptSet, text_hash
+from semassoc.results import ScoredItem, public_attributes
+from semassoc.store import Hit, ProductFilter
+from semassoc.workspace import MANIFEST, Workspace, resolve_workspace_path
+
+#: progress(advance, total): ``advance`` more products finished out of ``total`` to process.
+IndexProgress = Callable[[int, int], None]
+
+_CHUNK = 1024  # products encoded and written per step: bounds memory, keeps the progress bar moving
+
+
+@dataclass
+class IndexReport:
+    """What ``index`` did.
+
+    ``added``/``updated``/``unchanged`` count products of the catalog file; ``removed`` counts products dropped by
+    ``replace``; ``reencoded`` counts products not in the file whose text changed because the template or the
+    encoder changed. ``encoded`` is how many texts went through the encoder (the rest came from the cache).
+    """
+
+    workspace: str
+    catalog: str
+    store: str
+    encoder_id: str
+    rows_read: int
+    products_in_file: int
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    reencoded: int = 0
+    encoded: int = 0
+    from_cache: int = 0
+    products_total: int = 0
+    optimized: bool = False
+    skipped: list[RowProblem] = field(default_factory=list)
+    seconds: float = 0.0
+    encode_seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {k: v for k, v in self.__dict__.items() if k != "skipped"}
+        data["skipped"] = [str(p) for p in self.skipped]
+        return data
+
+
+@dataclass
+class _Work:
+    product: Product
+    text: str
+    hash: str
+    payload: dict[str, Any]
+
+
+def index_catalog(
+    catalog: str | Path,
+    *,
+    workspace: str | Path | None = None,
+    columns: CatalogColumns | None = None,
+    on_error: OnError = "strict",
+    model: str | None = None,
+    prompts: str | Path | None = None,
+    replace: bool = False,
+    batch_size: int = 64,
+    optimize: bool = False,
+    qdrant_url: str | None = None,
+    collection: str | None = None,
+    shards: int | None = None,
+    replicas: int | None = None,
+    device: str | None = None,
+    encoder: Encoder | None = None,
+    store_client: Any = None,
+    progress: IndexProgress | None = None,
+) -> IndexReport:
+    """Add or update the products of a catalog file in the workspace (create it if needed).
+
+    The file is validated first: in strict mode a bad row raises InvalidInput and nothing is written. Products whose
+    rendered text is unchanged are not encoded again; with ``replace`` the workspace ends up holding exactly the
+    products of the file.
+
+    Args:
+        catalog: CSV, JSONL or Parquet file.
+        workspace: Workspace directory (default ``$SEMASSOC_WORKSPACE`` or ``./.semassoc``).
+        columns: Column mapping (unmapped fields are detected).
+        on_error: ``"strict"`` or ``"skip"`` (index the good rows, report the others in ``skipped``).
+        model: sentence-transformers model name or directory; default: the model that built the workspace, else
+            the bundled all-MiniLM-L6-v2. A different model than the workspace's re-encodes every product.
+        prompts: Directory of prompt templates (default: the bundled ``prompts/``).
+        replace: Remove products absent from the file.
+        batch_size: Encoder batch size.
+        optimize: Build the HNSW index afterwards (embedded store; slow on big catalogs, makes queries faster).
+        qdrant_url: Use a Qdrant server or cluster instead of the embedded store (new workspaces only).
+        collection, shards, replicas: Remote collection settings, applied when the collection is created.
+        device: Encoder device (default: CUDA when available, else CPU).
+        encoder: An already-built encoder (tests, notebooks); overrides ``model``.
+        store_client: An existing ``QdrantClient`` for the remote store (tests share one ``:memory:`` client).
+        progress: Called as products are processed.
+
+    Returns:
+        IndexReport.
+    """
+    started = time.perf_counter()
+    result = read_catalog(catalog, columns, on_error=on_error)
+    prompt_set = PromptSet.load(prompts)
+    created = not (resolve_workspace_path(workspace) / MANIFEST).is_file()
+    ws = Workspace.create_or_open(
+        workspace,
+        qdrant_url=qdrant_url,
+        collection=collection,
+        shards=shards,
+        replicas=replicas,
+        store_client=store_client,
+    )
+    finished = False
+    try:
+        report = _index(ws, result.products, prompt_set, prompts, model, encoder, device, replace, batch_size, progress)
+        report.catalog = str(catalog)
+        report.rows_read = result.rows_read
+        report.skipped = result.problems
+        if optimize:
+            report.optimized = ws.store.optimize()
+        ws.manifest.last_index = {
+            k: getattr(report, k) for k in ("catalog", "added", "updated", "unchanged", "removed", "reencoded")
+        }
+        ws.save()
+        finished = True
+    finally:
+        path = ws.path
+        ws.close()
+        if created and not finished:
+            shutil.rmtree(path, ignore_errors=True)  # a workspace that never got a manifest is no workspace
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _index(
+    ws: Workspace,
+    products: list[Product],
+    prompt_set: PromptSet,
+    prompts_arg: str | Path | None,
+    model: str | None,
+    encoder: Encoder | None,
+    device: str | None,
+    replace: bool,
+    batch_size: int,
+    progress: IndexProgress | None,
+) -> IndexReport:
+    manifest = ws.manifest
+    if encoder is None:
+        encoder = LazyEncoder(model or manifest.encoder_model, device=device)
+        model_arg = model or manifest.encoder_model
+    else:
+        model_arg = encoder.id
+    encoder_changed = manifest.encoder_id is not None and manifest.encoder_id != encoder.id
+    store = ws.store
+    if encoder_changed:
+        # Vectors of two encoders never share a collection: rebuild it from the stored payloads.
+        existing = {p["product_id"]: p for p in store.iter_payloads()}
+        store.drop()
+    else:
+        existing = {p["product_id"]: p for p in store.iter_payloads()}
+
+    if not encoder_changed and manifest.max_seq_length is not None:
+        max_seq_length: int | None = manifest.max_seq_length
+    else:
+        max_seq_length = _max_seq_length(encoder, model_arg)
+
+    report = IndexReport(
+        workspace=str(ws.path),
+        catalog="",
+        store=store.location,
+        encoder_id=encoder.id,
+        rows_read=0,
+        products_in_file=len(products),
+    )
+    to_encode: list[_Work] = []
+    payload_only: list[_Work] = []
+    in_file = set()
+    for product in products:
+        in_file.add(product.product_id)
+        work = _render(product, prompt_set, max_seq_length)
+        old = existing.get(product.product_id)
+        if old is None:
+            report.added += 1
+            to_encode.append(work)
+        elif encoder_changed or old.get("_text_hash") != work.hash:
+            report.updated += 1
+            to_encode.append(work)
+        elif old != work.payload:
+            report.updated += 1
+            payload_only.append(work)
+        else:
+            report.unchanged += 1
+    removed = [pid for pid in existing if pid not in in_file] if replace else []
+    report.removed = len(removed)
+    removed_set = set(removed)
+    for pid, payload in existing.items():
+        if pid in in_file or pid in removed_set:
+            continue
+        work = _render(Product.from_payload(payload), prompt_set, max_seq_length)
+        if encoder_changed or payload.get("_text_hash") != work.hash:
+            report.reencoded += 1
+            to_encode.append(work)
+
+    total = len(to_encode) + len(payload_only)
+    cache = VectorCache(ws.path / "cache.sqlite")
+    encode_started = time.perf_counter()
+    try:
+        for start in range(0, len(to_encode), _CHUNK):
+            chunk = to_encode[start : start + _CHUNK]
+            vectors, stats = encode_with_cache(
+                encoder,
+                [w.text for w in chunk],
+                [w.hash for w in chunk],
+                cache,
+                batch_size=batch_size,
+                chunk_size=_CHUNK,
+            )
+            report.encoded += stats.encoded
+            report.from_cache += stats.cached
+            store.upsert([w.product.product_id for w in chunk], vectors, [w.payload for w in chunk])
+            if progress is not None:
+                progress(len(chunk), total)
+    finally:
+        cache.close()
+    report.encode_seconds = time.perf_counter() - encode_started
+    if payload_only:
+        store.set_payloads([w.product.product_id for w in payload_only], [w.payload for w in payload_only])
+        if progress is not None:
+            progress(len(payload_only), total)
+    store.delete(removed)
+
+    manifest.encoder_id = encoder.id
+    manifest.encoder_model = model_arg
+    manifest.max_seq_length = max_seq_length
+    manifest.prompts_digest = prompt_set.digest
+    manifest.prompts_dir = str(prompt_set.directory) if prompts_arg is not None else None
+    if manifest.dim is None or encoder_changed:
+        manifest.dim = store.dim()
+    report.products_total = store.count()
+    manifest.products = report.products_total
+    return report
+
+
+def _max_seq_length(encoder: Encoder, model_arg: str | None) -> int | None:
+    if isinstance(encoder, LazyEncoder):
+        known = read_max_seq_length(model_arg)  # from the model's config file: no model load
+        if known is not None:
+            return known
+    return int(encoder.max_seq_length)
+
+
+def _render(product: Product, prompt_set: PromptSet, max_seq_length: int | None) -> _Work:
+    text = prompt_set.render_document(product.fields_for_prompt(), max_seq_length)
+    digest = text_hash(text)
+    payload = product.to_payload()
+    payload["_text_hash"] = digest
+    return _Work(product, text, digest, payload)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Queries
+
+
+def _item(hit: Hit, explanation: str) -> ScoredItem:
+    return ScoredItem(
+        product_id=hit.product_id,
+        title=str(hit.payload.get("title", "")),
+        score=hit.score,
+        signals={"text": hit.score},
+        explanation=explanation,
+        attributes=public_attributes(hit.payload),
+    )
+
+
+def similar(
+    product_id: str,
+    *,
+    workspace: str | Path | None = None,
+    k: int = 10,
+    filter: ProductFilter | None = None,
+    exact: bool = False,
+    store_client: Any = None,
+) -> list[ScoredItem]:
+    """Products whose text is closest to ``product_id``'s (the product itself excluded).
+
+    Needs no encoder: the product's stored vector is the query.
+
+    Raises:
+        NotFound: the product is not in the workspace.
+    """
+    _check_k(k)
+    with Workspace.open(workspace, store_client=store_client) as ws:
+        seed = ws.store.retrieve([product_id], with_vectors=True).get(product_id)
+        if seed is None or seed.vector is None:
+            raise NotFound(f"product '{product_id}' is not in the workspace {ws.path}")
+        hits = ws.store.search(
+            seed.vector, limit=k, filter=(filter or ProductFilter()).with_excluded([product_id]), exact=exact
+        )
+    return [_item(h, f"text similarity {h.score:.2f}") for h in hits]
+
+
+def search(
+    query: str,
+    *,
+    workspace: str | Path | None = None,
+    k: int = 10,
+    filter: ProductFilter | None = None,
+    model: str | None = None,
+    exact: bool = False,
+    encoder: Encoder | None = None,
+    store_client: Any = None,
+) -> list[ScoredItem]:
+    """Products matching free text, rendered through the query template and encoded by the workspace's encoder.
+
+    Raises:
+        EncoderMismatch: ``model`` (or ``encoder``) is not the encoder that built the workspace.
+    """
+    _check_k(k)
+    if not query.strip():
+        raise InvalidInput("the search text is empty")
+    with Workspace.open(workspace, store_client=store_client) as ws:
+        if encoder is None:
+            encoder = LazyEncoder(model or ws.manifest.encoder_model)
+        ws.check_encoder(encoder.id)
+        text = PromptSet.load(ws.manifest.prompts_dir).render_query(query, ws.manifest.max_seq_length)
+        vector = encoder.encode([text])[0]
+        hits = ws.store.search(vector, limit=k, filter=filter, exact=exact)
+    return [_item(h, f"matches the query (text {h.score:.2f})") for h in hits]
+
+
+@dataclass
+class RemoveReport:
+    """Products removed by ``remove``."""
+
+    removed: list[str]
+    products_total: int
+
+
+def remove(
+    product_ids: Sequence[str], *, workspace: str | Path | None = None, store_client: Any = None
+) -> RemoveReport:
+    """Remove products. All ids must exist; otherwise NotFound is raised and nothing is removed."""
+    ids = list(dict.fromkeys(product_ids))
+    if not ids:
+        raise InvalidInput("no product id given")
+    with Workspace.open(workspace, store_client=store_client, writer=True) as ws:
+        found = ws.store.retrieve(ids)
+        missing = [p for p in ids if p not in found]
+        if missing:
+            raise NotFound(f"not in the workspace {ws.path}: {', '.join(missing[:10])}; nothing was removed")
+        ws.store.delete(ids)
+        ws.manifest.products = ws.store.count()
+        ws.save()
+        return RemoveReport(removed=ids, products_total=ws.manifest.products)
+
+
+@dataclass
+class WorkspaceInfo:
+    """What ``info`` shows."""
+
+    workspace: str
+    store: str
+    store_location: str
+    collection: str | None
+    encoder_id: str | None
+    encoder_model: str | None
+    dim: int | None
+    max_seq_length: int | None
+    prompts_digest: str | None
+    products: int
+    created: str
+    updated: str | None
+    last_index: dict[str, Any]
+    sections: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def info(*, workspace: str | Path | None = None, store_client: Any = None) -> WorkspaceInfo:
+    """Describe the workspace: store, encoder, template digest and counts."""
+    with Workspace.open(workspace, store_client=store_client) as ws:
+        m = ws.manifest
+        return WorkspaceInfo(
+            workspace=str(ws.path),
+            store=m.store.kind,
+            store_location=ws.store.location,
+            collection=m.store.collection if m.store.url else None,
+            encoder_id=m.encoder_id,
+            encoder_model=m.encoder_model,
+            dim=m.dim,
+            max_seq_length=m.max_seq_length,
+            prompts_digest=m.prompts_digest,
+            products=ws.store.count(),
+            created=m.created,
+            updated=m.updated,
+            last_index=m.last_index,
+        )
+
+
+def _check_k(k: int) -> None:
+    if k < 1:
+        raise InvalidInput(f"--k must be at least 1, not {k}")

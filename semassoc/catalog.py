@@ -1,0 +1,460 @@
+"""Catalog ingestion: read products from CSV, JSONL or Parquet, map columns, validate and normalise text.
+
+Every problem is reported with the file, the place in it and the field. For CSV and JSONL the place is the line
+number an editor shows (the CSV header is line 1); for Parquet it is the 1-based row number.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import json
+import math
+import re
+import unicodedata
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import tomllib
+
+from semassoc.errors import InvalidInput
+
+OnError = Literal["strict", "skip"]
+
+#: Names looked for, in order, when a column is not mapped explicitly (compared case-insensitively,
+#: ignoring spaces, dashes and underscores).
+COLUMN_CANDIDATES: dict[str, tuple[str, ...]] = {
+    "id": ("product_id", "productid", "id", "sku", "item_id", "itemid", "stockcode", "asin", "article_id", "product"),
+    "title": ("title", "product_title", "name", "product_name", "productname"),
+    "description": ("description", "desc", "body", "long_description", "details"),
+    "category": ("category", "category_name", "categories", "department", "aisle", "product_type"),
+    "brand": ("brand", "brand_name", "manufacturer", "vendor"),
+    "price": ("price", "unit_price", "unitprice", "list_price", "sale_price"),
+    "in_stock": ("in_stock", "instock", "available", "availability", "is_available", "stock_status"),
+}
+
+_TRUE = {"true", "t", "yes", "y", "1", "in stock", "instock", "available"}
+_FALSE = {"false", "f", "no", "n", "0", "out of stock", "outofstock", "unavailable", "sold out"}
+_TAG = re.compile(r"<[^>]{0,2000}>")
+_SPACE = re.compile(r"\s+")
+
+
+def normalise_text(value: str) -> str:
+    """Normalise product text: HTML entities decoded, tags removed, Unicode NFKC, whitespace collapsed.
+
+    CJK and other non-Latin scripts are kept as they are (NFKC only folds compatibility forms such as
+    full-width Latin letters).
+
+    Example:
+        >>> normalise_text("  Mug&nbsp;<b>Red</b>\\n 350 ml ")
+        'Mug Red 350 ml'
+    """
+    text = html.unescape(value)
+    text = _TAG.sub(" ", text)
+    text = unicodedata.normalize("NFKC", text)
+    return _SPACE.sub(" ", text).strip()
+
+
+@dataclass(frozen=True)
+class Product:
+    """One catalog product after validation and normalisation."""
+
+    product_id: str
+    title: str
+    description: str | None = None
+    category: str | None = None
+    brand: str | None = None
+    price: float | None = None
+    in_stock: bool | None = None
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+    def to_payload(self) -> dict[str, Any]:
+        """The product as a store payload (absent optional fields are left out, so filters treat them as missing)."""
+        payload: dict[str, Any] = {"product_id": self.product_id, "title": self.title}
+        for name in ("description", "category", "brand", "price", "in_stock"):
+            value = getattr(self, name)
+            if value is not None:
+                payload[name] = value
+        if self.attributes:
+            payload["attributes"] = self.attributes
+        return payload
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> Product:
+        """Rebuild a product from :meth:`to_payload`'s output (extra bookkeeping keys are ignored)."""
+        names = ("product_id", "title", "description", "category", "brand", "price", "in_stock")
+        return cls(**{n: payload[n] for n in names if n in payload}, attributes=dict(payload.get("attributes") or {}))
+
+    def fields_for_prompt(self) -> dict[str, str]:
+        """The values a prompt template may refer to, as strings ('' when absent)."""
+        values = {
+            "product_id": self.product_id,
+            "title": self.title,
+            "description": self.description or "",
+            "category": self.category or "",
+            "brand": self.brand or "",
+            "price": "" if self.price is None else f"{self.price:g}",
+        }
+        for key, value in self.attributes.items():
+            values.setdefault(key, "" if value is None else str(value))
+        return values
+
+
+@dataclass(frozen=True)
+class CatalogColumns:
+    """Which source column feeds each product field. ``None`` means "detect it" (id and title) or "absent"."""
+
+    id: str | None = None
+    title: str | None = None
+    description: str | None = None
+    category: str | None = None
+    brand: str | None = None
+    price: str | None = None
+    in_stock: str | None = None
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> CatalogColumns:
+        """Read a column mapping from a TOML file (a ``[columns]`` table, or top-level keys) or a JSON object.
+
+        Example file::
+
+            [columns]
+            id = "StockCode"
+            title = "Description"
+        """
+        path = Path(path)
+        try:
+            raw = path.read_text(encoding="utf-8")
+            data = json.loads(raw) if path.suffix.lower() == ".json" else tomllib.loads(raw)
+        except (OSError, ValueError) as exc:
+            raise InvalidInput(f"{path}: cannot read column mapping: {exc}") from exc
+        data = data.get("columns", data)
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise InvalidInput(f"{path}: unknown column mapping key(s) {unknown}; known: {sorted(known)}")
+        return cls(**{k: str(v) for k, v in data.items()})
+
+    def merged(self, override: CatalogColumns) -> CatalogColumns:
+        """This mapping with every field that ``override`` sets replaced."""
+        return CatalogColumns(**{f.name: getattr(override, f.name) or getattr(self, f.name) for f in fields(self)})
+
+    def resolve(self, header: list[str], source: str) -> dict[str, str | None]:
+        """Map each product field to a column of ``header``; raise InvalidInput when id or title is missing."""
+        folded = {_fold(name): name for name in header}
+        resolved: dict[str, str | None] = {}
+        for f in fields(self):
+            wanted = getattr(self, f.name)
+            if wanted is not None:
+                if wanted not in header:
+                    raise InvalidInput(f"{source}: column '{wanted}' (mapped to {f.name}) not found; columns: {header}")
+                resolved[f.name] = wanted
+                continue
+            resolved[f.name] = next((folded[c] for c in COLUMN_CANDIDATES[f.name] if c in folded), None)
+        taken = [c for c in resolved.values() if c is not None]
+        if len(taken) != len(set(taken)):
+            raise InvalidInput(f"{source}: one column is mapped to two fields: {resolved}; map them explicitly")
+        for required in ("id", "title"):
+            if resolved[required] is None:
+                raise InvalidInput(
+                    f"{source}: no {required} column found among {header}; map it with --{required}-column"
+                )
+        return resolved
+
+
+def _fold(name: str) -> str:
+    return re.sub(r"[\s_\-]+", "_", name.strip().lower())
+
+
+@dataclass(frozen=True)
+class RowProblem:
+    """A row that could not be used, with where and why."""
+
+    source: str
+    place: str  # "line 17" or "row 17"
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.source}, {self.place}, field '{self.field}': {self.message}"
+
+
+@dataclass
+class CatalogReadResult:
+    """Products that passed validation, and the problems found on the other rows."""
+
+    products: list[Product]
+    problems: list[RowProblem]
+    rows_read: int
+
+
+def read_catalog(
+    path: str | Path,
+    columns: CatalogColumns | None = None,
+    *,
+    on_error: OnError = "strict",
+) -> CatalogReadResult:
+    """Read and validate a catalog file (.csv, .tsv, .jsonl/.ndjson, .parquet).
+
+    Args:
+        path: The catalog file.
+        columns: Column mapping; unmapped fields are detected from the usual names.
+        on_error: ``"strict"`` raises InvalidInput at the first bad row (nothing is returned, so nothing gets
+            written); ``"skip"`` keeps the good rows and lists the bad ones in ``problems``.
+
+    Returns:
+        CatalogReadResult with the valid products in file order.
+
+    Example:
+        >>> result = read_catalog("examples/online_retail/catalog.csv")  # doctest: +SKIP
+        >>> result.products[0].title  # doctest: +SKIP
+    """
+    path = Path(path)
+    if on_error not in ("strict", "skip"):
+        raise InvalidInput(f"on_error must be 'strict' or 'skip', not {on_error!r}")
+    if not path.is_file():
+        raise InvalidInput(f"{path}: catalog file not found")
+    columns = columns or CatalogColumns()
+    source = str(path)
+    header, rows = _open_rows(path)
+    mapping = columns.resolve(header, source)
+    products: list[Product] = []
+    problems: list[RowProblem] = []
+    first_place: dict[str, str] = {}
+    rows_read = 0
+    for place, row, read_error in rows:
+        rows_read += 1
+        try:
+            if read_error is not None:
+                raise _FieldError(*read_error)
+            product = _product_from_row(row, mapping, header)
+            if product.product_id in first_place:
+                raise _FieldError(
+                    mapping["id"] or "id",
+                    f"duplicate id {product.product_id!r} (first seen at {first_place[product.product_id]})",
+                )
+        except _FieldError as exc:
+            problem = RowProblem(source, place, exc.field, exc.message)
+            if on_error == "strict":
+                raise InvalidInput(f"{problem} (use --on-error skip to index the other rows)") from None
+            problems.append(problem)
+            continue
+        first_place[product.product_id] = place
+        products.append(product)
+    if rows_read == 0:
+        raise InvalidInput(f"{source}: the catalog has no rows")
+    return CatalogReadResult(products=products, problems=problems, rows_read=rows_read)
+
+
+class _FieldError(Exception):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+_Row = tuple[str, dict[str, Any], tuple[str, str] | None]
+
+
+def _open_rows(path: Path) -> tuple[list[str], Iterator[_Row]]:
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ".tsv", ".txt"):
+        return _csv_rows(path, "\t" if suffix == ".tsv" else ",")
+    if suffix in (".jsonl", ".ndjson", ".json"):
+        return _jsonl_rows(path)
+    if suffix in (".parquet", ".pq"):
+        return _parquet_rows(path)
+    raise InvalidInput(f"{path}: unsupported catalog format {suffix!r}; use .csv, .tsv, .jsonl or .parquet")
+
+
+def _csv_rows(path: Path, delimiter: str) -> tuple[list[str], Iterator[_Row]]:
+    handle = path.open(encoding="utf-8-sig", newline="")
+    reader = csv.reader(handle, delimiter=delimiter)
+    try:
+        header = [h.strip() for h in next(reader)]
+    except StopIteration:
+        handle.close()
+        raise InvalidInput(f"{path}: the catalog file is empty") from None
+    except (csv.Error, UnicodeDecodeError) as exc:
+        handle.close()
+        raise InvalidInput(f"{path}, line 1: unreadable header: {exc}") from None
+    if len(set(header)) != len(header):
+        handle.close()
+        raise InvalidInput(f"{path}, line 1: duplicate column names in header {header}")
+
+    def rows() -> Iterator[_Row]:
+        with handle:
+            line = 1
+            while True:
+                try:
+                    values = next(reader)
+                except StopIteration:
+                    return
+                except (csv.Error, UnicodeDecodeError) as exc:
+                    line = reader.line_num if reader.line_num > line else line + 1
+                    yield f"line {line}", {}, ("<row>", f"unreadable row: {exc}")
+                    continue
+                start = line + 1
+                line = reader.line_num
+                if not values or all(not v.strip() for v in values):
+                    continue  # blank lines are not rows
+                place = f"line {start}"
+                if len(values) != len(header):
+                    yield place, {}, ("<row>", f"expected {len(header)} fields, found {len(values)}")
+                    continue
+                yield place, dict(zip(header, values, strict=True)), None
+
+    return header, rows()
+
+
+def _jsonl_rows(path: Path) -> tuple[list[str], Iterator[_Row]]:
+    header: list[str] = []
+    try:
+        with path.open(encoding="utf-8") as handle:
+            for line in handle:
+                if line.strip():
+                    first = json.loads(line)
+                    if isinstance(first, dict):
+                        header = list(first)
+                    break
+    except (ValueError, UnicodeDecodeError):
+        header = []
+
+    def rows() -> Iterator[_Row]:
+        with path.open(encoding="utf-8", errors="strict") as handle:
+            number = 0
+            while True:
+                number += 1
+                try:
+                    line = handle.readline()
+                except UnicodeDecodeError as exc:
+                    yield f"line {number}", {}, ("<row>", f"unreadable row: {exc}")
+                    return
+                if not line:
+                    return
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except ValueError as exc:
+                    yield f"line {number}", {}, ("<row>", f"not valid JSON: {exc}")
+                    continue
+                if not isinstance(obj, dict):
+                    yield f"line {number}", {}, ("<row>", f"expected a JSON object, found {type(obj).__name__}")
+                    continue
+                yield f"line {number}", obj, None
+
+    if not header:
+        raise InvalidInput(f"{path}, line 1: the first row is not a JSON object")
+    return header, rows()
+
+
+def _parquet_rows(path: Path) -> tuple[list[str], Iterator[_Row]]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise InvalidInput(f"{path}: not a readable Parquet file: {exc}") from None
+    header = list(parquet.schema_arrow.names)
+
+    def rows() -> Iterator[_Row]:
+        number = 0
+        for batch in parquet.iter_batches(batch_size=65_536):
+            for record in batch.to_pylist():
+                number += 1
+                yield f"row {number}", record, None
+
+    return header, rows()
+
+
+def _product_from_row(row: Mapping[str, Any], mapping: Mapping[str, str | None], header: list[str]) -> Product:
+    id_column = mapping["id"] or "id"
+    title_column = mapping["title"] or "title"
+    product_id = _text(row.get(id_column))
+    if not product_id:
+        raise _FieldError(id_column, "missing product id")
+    title = _text(row.get(title_column))
+    if not title:
+        raise _FieldError(title_column, "missing title")
+    values: dict[str, Any] = {"product_id": product_id, "title": title}
+    for name in ("description", "category", "brand"):
+        column = mapping[name]
+        if column is not None:
+            values[name] = _text(row.get(column)) or None
+    if mapping["price"] is not None:
+        values["price"] = _price(row.get(mapping["price"]), mapping["price"])
+    if mapping["in_stock"] is not None:
+        values["in_stock"] = _flag(row.get(mapping["in_stock"]), mapping["in_stock"])
+    used = {c for c in mapping.values() if c is not None}
+    attributes = {}
+    for key, value in row.items():
+        if key in used or _missing(value):
+            continue
+        attributes[str(key)] = _plain(value)
+    values["attributes"] = attributes
+    return Product(**values)
+
+
+def _missing(value: Any) -> bool:
+    return (
+        value is None
+        or (isinstance(value, float) and math.isnan(value))
+        or (isinstance(value, str) and not value.strip())
+    )
+
+
+def _text(value: Any) -> str:
+    if _missing(value):
+        return ""
+    if isinstance(value, (dict, list)):
+        raise _FieldError("<row>", f"expected text, found {type(value).__name__}")
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # ids read as floats from JSON or Parquet
+    return normalise_text(str(value))
+
+
+def _price(value: Any, column: str) -> float | None:
+    if _missing(value):
+        return None
+    if isinstance(value, bool):
+        raise _FieldError(column, f"expected a number, found {value!r}")
+    if isinstance(value, (int, float)):
+        number = float(value)
+    else:
+        try:
+            number = float(str(value).strip())
+        except ValueError:
+            raise _FieldError(column, f"expected a number, found {value!r}") from None
+    if not math.isfinite(number) or number < 0:
+        raise _FieldError(column, f"expected a non-negative finite price, found {value!r}")
+    return number
+
+
+def _flag(value: Any, column: str) -> bool | None:
+    if _missing(value):
+        return None
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise _FieldError(column, f"expected true/false (or yes/no, 1/0, in stock/out of stock), found {value!r}")
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-friendly copy of an attribute value (Parquet can hold dates, decimals, bytes...)."""
+    if isinstance(value, (str, int, float, bool)):
+        return normalise_text(value) if isinstance(value, str) else value
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return str(value)

@@ -1,0 +1,51 @@
+"""The one result shape every query returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Payload keys that are semassoc's bookkeeping, not product attributes.
+INTERNAL_KEYS = frozenset({"_text_hash"})
+
+
+@dataclass(frozen=True)
+class ScoredItem:
+    """A recommended or related product.
+
+    Attributes:
+        product_id: The product.
+        title: Its title, for display.
+        score: The final score the list is ranked by (higher is better).
+        signals: Per-signal scores that produced ``score`` (e.g. ``{"text": 0.83}``).
+        explanation: One line saying why the product is here.
+        attributes: The product's stored fields (category, brand, price, in_stock and other columns).
+    """
+
+    product_id: str
+    title: str
+    score: float
+    signals: dict[str, float] = field(default_factory=dict)
+    explanation: str = ""
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (what ``--json`` prints)."""
+        return {
+            "product_id": self.product_id,
+            "title": self.title,
+            "score": round(self.score, 6),
+            "signals": {k: round(v, 6) for k, v in self.signals.items()},
+            "explanation": self.explanation,
+            "attributes": self.attributes,
+        }
+
+
+def public_attributes(payload: dict[str, Any]) -> dict[str, Any]:
+    """A stored payload as flat attributes: without the id, the title and semassoc's bookkeeping keys, with the
+    catalog's extra columns (stored under ``attributes``) beside the standard fields."""
+    flat = dict(payload.get("attributes") or {})
+    flat.update(
+        (k, v) for k, v in payload.items() if k not in INTERNAL_KEYS and k not in ("product_id", "title", "attributes")
+    )
+    return flat
