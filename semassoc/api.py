@@ -299,6 +299,7 @@ def similar(
     k: int = 10,
     filter: ProductFilter | None = None,
     exact: bool = False,
+    qdrant_url: str | None = None,
     store_client: Any = None,
 ) -> list[ScoredItem]:
     """Products whose text is closest to ``product_id``'s (the product itself excluded).
@@ -309,7 +310,7 @@ def similar(
         NotFound: the product is not in the workspace.
     """
     _check_k(k)
-    with Workspace.open(workspace, store_client=store_client) as ws:
+    with Workspace.open(workspace, qdrant_url=qdrant_url, store_client=store_client) as ws:
         seed = ws.store.retrieve([product_id], with_vectors=True).get(product_id)
         if seed is None or seed.vector is None:
             raise NotFound(f"product '{product_id}' is not in the workspace {ws.path}")
@@ -328,6 +329,7 @@ def search(
     model: str | None = None,
     exact: bool = False,
     encoder: Encoder | None = None,
+    qdrant_url: str | None = None,
     store_client: Any = None,
 ) -> list[ScoredItem]:
     """Products matching free text, rendered through the query template and encoded by the workspace's encoder.
@@ -338,7 +340,7 @@ def search(
     _check_k(k)
     if not query.strip():
         raise InvalidInput("the search text is empty")
-    with Workspace.open(workspace, store_client=store_client) as ws:
+    with Workspace.open(workspace, qdrant_url=qdrant_url, store_client=store_client) as ws:
         if encoder is None:
             encoder = LazyEncoder(model or ws.manifest.encoder_model)
         ws.check_encoder(encoder.id)
@@ -357,13 +359,17 @@ class RemoveReport:
 
 
 def remove(
-    product_ids: Sequence[str], *, workspace: str | Path | None = None, store_client: Any = None
+    product_ids: Sequence[str],
+    *,
+    workspace: str | Path | None = None,
+    qdrant_url: str | None = None,
+    store_client: Any = None,
 ) -> RemoveReport:
     """Remove products. All ids must exist; otherwise NotFound is raised and nothing is removed."""
     ids = list(dict.fromkeys(product_ids))
     if not ids:
         raise InvalidInput("no product id given")
-    with Workspace.open(workspace, store_client=store_client, writer=True) as ws:
+    with Workspace.open(workspace, qdrant_url=qdrant_url, store_client=store_client, writer=True) as ws:
         found = ws.store.retrieve(ids)
         missing = [p for p in ids if p not in found]
         if missing:
@@ -397,9 +403,11 @@ class WorkspaceInfo:
         return dict(self.__dict__)
 
 
-def info(*, workspace: str | Path | None = None, store_client: Any = None) -> WorkspaceInfo:
+def info(
+    *, workspace: str | Path | None = None, qdrant_url: str | None = None, store_client: Any = None
+) -> WorkspaceInfo:
     """Describe the workspace: store, encoder, template digest and counts."""
-    with Workspace.open(workspace, store_client=store_client) as ws:
+    with Workspace.open(workspace, qdrant_url=qdrant_url, store_client=store_client) as ws:
         m = ws.manifest
         return WorkspaceInfo(
             workspace=str(ws.path),

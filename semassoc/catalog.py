@@ -144,15 +144,20 @@ class CatalogColumns:
     def resolve(self, header: list[str], source: str) -> dict[str, str | None]:
         """Map each product field to a column of ``header``; raise InvalidInput when id or title is missing."""
         folded = {_fold(name): name for name in header}
+        explicit = {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+        for name, wanted in explicit.items():
+            if wanted not in header:
+                raise InvalidInput(f"{source}: column '{wanted}' (mapped to {name}) not found; columns: {header}")
         resolved: dict[str, str | None] = {}
         for f in fields(self):
-            wanted = getattr(self, f.name)
-            if wanted is not None:
-                if wanted not in header:
-                    raise InvalidInput(f"{source}: column '{wanted}' (mapped to {f.name}) not found; columns: {header}")
-                resolved[f.name] = wanted
+            if f.name in explicit:
+                resolved[f.name] = explicit[f.name]
                 continue
-            resolved[f.name] = next((folded[c] for c in COLUMN_CANDIDATES[f.name] if c in folded), None)
+            # Detection never takes a column that is mapped explicitly or already detected for another field.
+            used = set(explicit.values()) | {c for c in resolved.values() if c is not None}
+            resolved[f.name] = next(
+                (folded[c] for c in COLUMN_CANDIDATES[f.name] if c in folded and folded[c] not in used), None
+            )
         taken = [c for c in resolved.values() if c is not None]
         if len(taken) != len(set(taken)):
             raise InvalidInput(f"{source}: one column is mapped to two fields: {resolved}; map them explicitly")

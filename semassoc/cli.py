@@ -66,6 +66,10 @@ InStock = Annotated[bool, typer.Option("--in-stock", help="Only products in stoc
 Exclude = Annotated[
     list[str] | None, typer.Option("--exclude", help="Leave out these product ids (repeatable, or comma-separated).")
 ]
+QdrantUrl = Annotated[
+    str | None,
+    typer.Option("--qdrant-url", envvar=ENV_QDRANT_URL, help="Qdrant server/cluster URL [default: embedded store]."),
+]
 Exact = Annotated[bool, typer.Option("--exact", help="Exact search even when an HNSW index was built.")]
 Model = Annotated[
     str | None,
@@ -162,9 +166,7 @@ def index(
         bool, typer.Option("--optimize", help="Build the HNSW index afterwards (faster queries on big catalogs).")
     ] = False,
     device: Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:1... [default: auto].")] = None,
-    qdrant_url: Annotated[
-        str | None, typer.Option("--qdrant-url", envvar=ENV_QDRANT_URL, help="Qdrant server/cluster URL.")
-    ] = None,
+    qdrant_url: QdrantUrl = None,
     collection: Annotated[str | None, typer.Option("--collection", help="Remote collection name.")] = None,
     shards: Annotated[int | None, typer.Option("--shards", min=1, help="Shards of a new remote collection.")] = None,
     replicas: Annotated[
@@ -209,11 +211,12 @@ def index(
         + (f", {report.reencoded} re-encoded (template or encoder changed)" if report.reencoded else "")
         + f"; {report.encoded} texts encoded, {report.from_cache} from cache, in {report.seconds:.1f} s",
         highlight=False,
+        soft_wrap=True,
     )
     if report.skipped:
         err.print(f"[yellow]skipped {len(report.skipped)} of {report.rows_read} rows:[/]")
         for problem in report.skipped[:20]:
-            err.print(f"  {problem}", highlight=False, markup=False)
+            err.print(f"  {problem}", highlight=False, markup=False, soft_wrap=True)
         if len(report.skipped) > 20:
             err.print(f"  ... and {len(report.skipped) - 20} more (--json lists them all)")
 
@@ -269,6 +272,7 @@ def similar(
     in_stock: InStock = False,
     exclude: Exclude = None,
     exact: Exact = False,
+    qdrant_url: QdrantUrl = None,
     as_json: AsJson = False,
 ) -> None:
     """Products whose text is most similar to PRODUCT_ID's (substitutes).
@@ -281,6 +285,7 @@ def similar(
         k=k,
         filter=_filter(category, brand, min_price, max_price, in_stock, exclude),
         exact=exact,
+        qdrant_url=qdrant_url,
     )
     _print_items(items, as_json, f"similar to {product_id}")
 
@@ -299,6 +304,7 @@ def search(
     in_stock: InStock = False,
     exclude: Exclude = None,
     exact: Exact = False,
+    qdrant_url: QdrantUrl = None,
     as_json: AsJson = False,
 ) -> None:
     """Products matching free text (encodes the text with the workspace's encoder).
@@ -321,27 +327,30 @@ def search(
 def remove(
     product_ids: Annotated[list[str], typer.Argument(help="Products to remove.")],
     workspace: Workspace = None,
+    qdrant_url: QdrantUrl = None,
     as_json: AsJson = False,
 ) -> None:
     """Remove products from the workspace (all must exist, else nothing is removed).
 
     Example: semassoc remove 85123A 22423
     """
-    report = api.remove(product_ids, workspace=workspace)
+    report = api.remove(product_ids, workspace=workspace, qdrant_url=qdrant_url)
     if as_json:
         sys.stdout.write(json.dumps(report.__dict__) + "\n")
     else:
-        out.print(f"removed {len(report.removed)} products; {report.products_total} left", highlight=False)
+        out.print(
+            f"removed {len(report.removed)} products; {report.products_total} left", highlight=False, soft_wrap=True
+        )
 
 
 @app.command()
 @_errors
-def info(workspace: Workspace = None, as_json: AsJson = False) -> None:
+def info(workspace: Workspace = None, qdrant_url: QdrantUrl = None, as_json: AsJson = False) -> None:
     """Show what the workspace holds: store, encoder, prompt digest, counts.
 
     Example: semassoc info
     """
-    data = api.info(workspace=workspace)
+    data = api.info(workspace=workspace, qdrant_url=qdrant_url)
     if as_json:
         sys.stdout.write(json.dumps(data.to_dict(), ensure_ascii=False) + "\n")
         return

@@ -146,6 +146,22 @@ class VectorStore(Protocol):
 # ---------------------------------------------------------------------------------------------------------------
 # Embedded: qdrant-edge-py
 
+# qdrant-edge-py 0.9.0 passes a Python bool in MatchValue as an integer, so a condition on a boolean payload field
+# never matches (checked: MatchValue(True) on {"in_stock": true} returns nothing, indexed or not). The embedded
+# store therefore keeps a hidden integer copy of in_stock, filters on it, and strips it from what it returns.
+_EDGE_FLAG = "_in_stock"
+
+
+def _to_edge(payload: dict[str, Any]) -> dict[str, Any]:
+    flag = payload.get("in_stock")
+    return {**payload, _EDGE_FLAG: int(flag)} if isinstance(flag, bool) else payload
+
+
+def _from_edge(payload: dict[str, Any]) -> dict[str, Any]:
+    if _EDGE_FLAG in payload:
+        payload = {k: v for k, v in payload.items() if k != _EDGE_FLAG}
+    return payload
+
 
 class EmbeddedStore:
     """Qdrant's engine in-process, storing its files under ``path``. A single process may open it at a time."""
@@ -219,7 +235,7 @@ class EmbeddedStore:
         _check_dim(self._dim, vectors)
         qe = self._qe
         points = [
-            qe.Point(id=point_id(pid), vector={VECTOR_NAME: vec.tolist()}, payload=payload)
+            qe.Point(id=point_id(pid), vector={VECTOR_NAME: vec.tolist()}, payload=_to_edge(payload))
             for pid, vec, payload in zip(product_ids, vectors, payloads, strict=True)
         ]
         shard.update(qe.UpdateOperation.upsert_points(points))
@@ -227,7 +243,7 @@ class EmbeddedStore:
     def set_payloads(self, product_ids: Sequence[str], payloads: Sequence[dict[str, Any]]) -> None:
         shard = self._require()
         for pid, payload in zip(product_ids, payloads, strict=True):
-            shard.update(self._qe.UpdateOperation.overwrite_payload([point_id(pid)], payload))
+            shard.update(self._qe.UpdateOperation.overwrite_payload([point_id(pid)], _to_edge(payload)))
 
     def delete(self, product_ids: Sequence[str]) -> None:
         if self._shard is not None and len(product_ids):
@@ -239,7 +255,7 @@ class EmbeddedStore:
         records = self._shard.retrieve(
             [point_id(p) for p in product_ids], with_payload=True, with_vector=[VECTOR_NAME] if with_vectors else False
         )
-        return {r.payload["product_id"]: _stored(r.payload, r.vector, with_vectors) for r in records}
+        return {r.payload["product_id"]: _stored(_from_edge(r.payload), r.vector, with_vectors) for r in records}
 
     def _filter(self, filter: ProductFilter | None) -> Any:
         if filter is None:
@@ -253,7 +269,7 @@ class EmbeddedStore:
         if filter.min_price is not None or filter.max_price is not None:
             must.append(qe.FieldCondition(key="price", range=qe.RangeFloat(gte=filter.min_price, lte=filter.max_price)))
         if filter.in_stock is not None:
-            must.append(qe.FieldCondition(key="in_stock", match=qe.MatchValue(filter.in_stock)))
+            must.append(qe.FieldCondition(key=_EDGE_FLAG, match=qe.MatchValue(int(filter.in_stock))))
         must_not = [qe.HasIdCondition({point_id(p) for p in filter.exclude})] if filter.exclude else None
         if not must and not must_not:
             return None
@@ -275,7 +291,7 @@ class EmbeddedStore:
         if self._shard is None:
             return []
         points = self._shard.query(self._request(vector, limit, filter, exact))
-        return [Hit(p.payload["product_id"], float(p.score), p.payload) for p in points]
+        return [_edge_hit(p) for p in points]
 
     def search_batch(
         self, vectors: np.ndarray, *, limit: int, filters: Sequence[ProductFilter | None], exact: bool = False
@@ -284,7 +300,7 @@ class EmbeddedStore:
             return [[] for _ in range(len(vectors))]
         requests = [self._request(v, limit, f, exact) for v, f in zip(vectors, filters, strict=True)]
         results = self._shard.query_batch(self._qe.QueryBatchRequest(requests))
-        return [[Hit(p.payload["product_id"], float(p.score), p.payload) for p in points] for points in results]
+        return [[_edge_hit(p) for p in points] for points in results]
 
     def iter_payloads(self, keys: Sequence[str] | None = None, batch: int = 2048) -> Iterator[dict[str, Any]]:
         if self._shard is None:
@@ -297,7 +313,7 @@ class EmbeddedStore:
                 qe.ScrollRequest(offset=offset, limit=batch, with_payload=selector, with_vector=False)
             )
             for record in records:
-                yield record.payload
+                yield _from_edge(record.payload)
             if offset is None:
                 return
 
@@ -354,6 +370,7 @@ class RemoteStore:
         self.collection = collection
         self.shards = shards
         self.replicas = replicas
+        self._owns_client = client is None  # a client passed in belongs to the caller, who closes it
         if client is None:
             if url == ":memory:":
                 client = QdrantClient(location=":memory:")
@@ -496,7 +513,13 @@ class RemoteStore:
         self._dim = None
 
     def close(self) -> None:
-        self._client.close()
+        if self._owns_client:
+            self._client.close()
+
+
+def _edge_hit(point: Any) -> Hit:
+    payload = _from_edge(point.payload)
+    return Hit(payload["product_id"], float(point.score), payload)
 
 
 def _remote_errors() -> tuple[type[BaseException], ...]:

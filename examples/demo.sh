@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The main job on the bundled example data (3,000 Online Retail II products, CC BY 4.0), embedded Qdrant store:
+# index the catalog, then show related products for a few items. Sets up ./.venv on first use.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source scripts/ensure-venv.sh
+export SEMASSOC_WORKSPACE="${SEMASSOC_WORKSPACE:-.semassoc-demo}"
+data=examples/online_retail
+
+semassoc index "$data/catalog.csv"
+semassoc index "$data/catalog.csv"   # the daily re-run: nothing changed, nothing is encoded
+for product in 85123A 22423 84879; do
+  semassoc similar "$product" -k 5
+done
+semassoc search "christmas tree decoration" -k 5 --max-price 2
+semassoc info
