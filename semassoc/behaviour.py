@@ -1,0 +1,796 @@
+"""Pair statistics of products bought (or viewed) together, persisted for cheap per-product look-ups.
+
+The basket x product matrix ``X`` (scipy CSR, 1 where the product is in the basket) gives every pair count at once:
+``C = X^T X``. Weightings (support, confidence, lift, NPMI, cosine, Jaccard) are small pure functions of the pair
+count, the two product counts and the number of baskets; one neighbour builder ranks each product's row with them.
+No dense product x product table is ever built.
+
+On disk (one directory, written atomically: a temporary sibling directory renamed into place):
+
+- ``manifest.json``: schema version, counts, build options, sources (path + sha256), last update time;
+- ``item_ids.npy`` (sorted, fixed-width unicode) and ``item_counts.npy``: binary search finds a product;
+- ``pairs_indptr.npy``, ``pairs_indices.npy``, ``pairs_counts.npy``: every pair count as a symmetric CSR matrix
+  (``pairs_wdot.npy`` and ``item_wnorm2.npy`` when weighted). Queries open them with ``np.load(mmap_mode="r")`` and
+  read one row; ``update`` reads them whole, adds the new counts and writes them back, which is what makes an update
+  exact. Keeping one copy serves both, instead of a top-k copy plus a pair-count npz;
+- ``nbr_*.npy``: only with ``top_k``, a truncated copy of the rows for very large catalogues (union of the top ``top_k``
+  neighbours by every metric); queries then read these.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from semassoc.errors import InvalidInput, NotFound, SemassocError
+from semassoc.events import Events
+
+__all__ = [
+    "METRICS",
+    "BehaviourInfo",
+    "BehaviourStats",
+    "Neighbour",
+    "basket_item_matrix",
+    "confidence",
+    "cosine",
+    "count",
+    "jaccard",
+    "lift",
+    "npmi",
+    "pair_counts",
+    "reverse_confidence",
+    "support",
+]
+
+SCHEMA_VERSION = 1
+Progress = Callable[[str, int, int], None]
+
+# ------------------------------------------------------------------------------------------------ pure weightings
+# Each takes arrays: pair = baskets holding both products, left = baskets holding the query product, right = baskets
+# holding the neighbour, and the number of baskets n. They return float64 arrays of the same shape.
+
+
+def count(pair: np.ndarray, left: np.ndarray, right: np.ndarray, n: int) -> np.ndarray:
+    """Number of baskets holding both products."""
+    return np.asarray(pair, dtype=np.float64)
+
+
+def support(pair: np.ndarray, left: np.ndarray, right: np.ndarray, n: int) -> np.ndarray:
+    """Share of baskets holding both: ``pair / n``."""
+    return np.asarray(pair, dtype=np.float64) / n
+
+
+def confidence(pair: np.ndarray, left: np.ndarray, right: np.ndarray, n: int) -> np.ndarray:
+    """P(neighbour | query product) = ``pair / left`` (rule query => neighbour)."""
+    return np.asarray(pair, dtype=np.float64) / left
+
+
+def reverse_confidence(pair: np.ndarray, left: np.ndarray, right: np.ndarray, n: int) -> np.ndarray:
+    """P(query product | neighbour) = ``pair / right`` (rule neighbour => query)."""
+    return np.asarray(pair, dtype=np.float64) / right
+
+
+def lift(pair: np.ndarray, left: np.ndarray, right: np.ndarray, n: int) -> np.ndarray:
+    """How much more often the two appear together than if independent: ``pair * n / (left * right)``."""
+    return np.asarray(pair, dtype=np.float64) * n / (np.asarray(left, dtype=np.float64) * right)
+
+
+def npmi(pair: np.ndarray, left: np.ndarray, right: np.ndarray, n: int) -> np.ndarray:
+    """Normalised pointwise mutual information in [-1, 1]: ``log(p_ab / (p_a p_b)) / -log(p_ab)``.
+
+    A pair present in every basket (p_ab = 1) gets 1.
+    """
+    p_ab = np.asarray(pair, dtype=np.float64) / n
+    pmi = np.log(np.asarray(pair, dtype=np.float64) * n / (np.asarray(left, dtype=np.float64) * right))
+    denominator = -np.log(p_ab)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(denominator > 0, pmi / np.where(denominator > 0, denominator, 1.0), 1.0)
+
+
+def cosine(pair: np.ndarray, left: np.ndarray, right: np.ndarray, n: int) -> np.ndarray:
+    """Cosine of the two products' basket vectors: ``pair / sqrt(left * right)``."""
+    return np.asarray(pair, dtype=np.float64) / np.sqrt(np.asarray(left, dtype=np.float64) * right)
+
+
+def jaccard(pair: np.ndarray, left: np.ndarray, right: np.ndarray, n: int) -> np.ndarray:
+    """Baskets with both over baskets with either: ``pair / (left + right - pair)``."""
+    pair = np.asarray(pair, dtype=np.float64)
+    return pair / (np.asarray(left, dtype=np.float64) + right - pair)
+
+
+#: Metrics a neighbour query can rank by.
+METRICS: Mapping[str, Callable[[np.ndarray, np.ndarray, np.ndarray, int], np.ndarray]] = {
+    "count": count,
+    "support": support,
+    "confidence": confidence,
+    "reverse_confidence": reverse_confidence,
+    "lift": lift,
+    "npmi": npmi,
+    "cosine": cosine,
+    "jaccard": jaccard,
+}
+# Ranking by support equals ranking by count, so the builder keeps top-k lists for these only.
+_RANKED_METRICS = ("count", "confidence", "reverse_confidence", "lift", "npmi", "cosine", "jaccard")
+
+
+# --------------------------------------------------------------------------------------------------- the matrices
+
+
+def basket_item_matrix(
+    events: Events,
+    item_ids: np.ndarray | None = None,
+    *,
+    weighted: bool = False,
+    event_types: Sequence[str] | None = None,
+) -> tuple[sp.csr_matrix, np.ndarray]:
+    """Basket x product sparse matrix, one row per non-empty basket.
+
+    Args:
+        events: loaded events.
+        item_ids: sorted product vocabulary giving the column order (default: ``events.item_ids``); must contain
+            every product of ``events``.
+        weighted: entries are the largest event weight of the product in the basket (a purchase outweighs views
+            of the same product) instead of 1.
+        event_types: keep only these event types (e.g. ``["purchase"]``); ``None`` keeps all.
+
+    Returns:
+        ``(X, basket_codes)``: CSR of shape (baskets, products) with int32 ones or float64 weights, and the
+        ``events.basket_ids`` code of each row.
+
+    Example:
+        >>> from semassoc.events import events_from_baskets
+        >>> X, _ = basket_item_matrix(events_from_baskets([["a", "b"], ["b"]]))
+        >>> X.toarray().tolist()
+        [[1, 1], [0, 1]]
+    """
+    columns = events.item_ids if item_ids is None else item_ids
+    code_map = np.searchsorted(columns, events.item_ids) if events.item_ids.size else np.zeros(0, np.int64)
+    if events.item_ids.size and not np.array_equal(columns[np.minimum(code_map, columns.size - 1)], events.item_ids):
+        raise InvalidInput("item_ids must contain every product of the events")
+    item = code_map[events.item].astype(np.int64)
+    basket = events.basket
+    weight = events.weight
+    if event_types is not None:
+        wanted = np.isin(events.event_types, np.array(list(event_types), dtype=object))
+        keep = wanted[events.event_type]
+        item, basket, weight = item[keep], basket[keep], weight[keep]
+    n_items = int(columns.shape[0])
+    key = basket.astype(np.int64) * max(n_items, 1) + item
+    order = np.argsort(key, kind="stable")
+    key_sorted = key[order]
+    starts = np.flatnonzero(np.r_[True, key_sorted[1:] != key_sorted[:-1]]) if key_sorted.size else np.zeros(0, int)
+    unique_key = key_sorted[starts]
+    rows_basket = unique_key // max(n_items, 1)
+    cols = (unique_key % max(n_items, 1)).astype(np.int32)
+    basket_codes, rows = np.unique(rows_basket, return_inverse=True)
+    if weighted:
+        data = np.maximum.reduceat(weight[order], starts) if starts.size else np.zeros(0)
+        data = data.astype(np.float64)
+    else:
+        data = np.ones(cols.shape[0], dtype=np.int32)
+    matrix = sp.csr_matrix((data, (rows, cols)), shape=(basket_codes.shape[0], n_items))
+    matrix.sum_duplicates()
+    return matrix, basket_codes
+
+
+def pair_counts(matrix: sp.csr_matrix, workers: int | None = None) -> tuple[sp.csr_matrix, np.ndarray]:
+    """``X^T X`` split into the symmetric off-diagonal pair matrix and its diagonal.
+
+    The product is computed in blocks of products on a thread pool (scipy's sparse kernels release the GIL), each
+    block cut so that they cost about the same.
+
+    Args:
+        matrix: basket x product matrix (binary or weighted).
+        workers: threads to use (default: the CPUs this process may use).
+
+    Returns:
+        ``(pairs, diagonal)``: CSR product x product, sorted indices, no diagonal entries; and the diagonal
+        (product counts for a binary matrix, squared weight norms for a weighted one).
+
+    Example:
+        >>> from semassoc.events import events_from_baskets
+        >>> pairs, counts = pair_counts(basket_item_matrix(events_from_baskets([["a", "b"], ["a"]]))[0])
+        >>> pairs.toarray().tolist(), counts.tolist()
+        ([[0, 1], [1, 0]], [2, 1])
+    """
+    matrix = matrix.tocsr()
+    transposed = matrix.T.tocsr()
+    n_items = matrix.shape[1]
+    if workers is None:
+        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    # Cost of a product's row of the product: the sizes of the baskets holding it.
+    sizes = np.diff(matrix.indptr).astype(np.float64)
+    cost = np.cumsum(transposed.astype(bool).astype(np.float64) @ sizes) if n_items else np.zeros(0)
+    n_blocks = max(1, min(n_items, 4 * workers))
+    targets = np.linspace(0, cost[-1] if cost.size else 0, n_blocks + 1)[1:-1]
+    cuts = np.unique(np.r_[0, np.searchsorted(cost, targets), n_items]).tolist()
+
+    def block(bounds: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        start, stop = bounds
+        part = (transposed[start:stop] @ matrix).tocsr()
+        part.sort_indices()
+        lengths = np.diff(part.indptr)
+        rows = np.repeat(np.arange(start, stop, dtype=np.int32), lengths)
+        on_diagonal = part.indices == rows
+        diagonal = np.zeros(stop - start, dtype=part.data.dtype)
+        diagonal_rows = rows[on_diagonal] - start
+        diagonal[diagonal_rows] = part.data[on_diagonal]
+        per_row = lengths.astype(np.int64)
+        per_row[diagonal_rows] -= 1
+        keep = ~on_diagonal
+        return per_row, part.indices[keep].astype(np.int32), part.data[keep], diagonal
+
+    ranges = list(itertools.pairwise(cuts))
+    if workers > 1 and len(ranges) > 1:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            parts = list(pool.map(block, ranges))
+    else:
+        parts = [block(r) for r in ranges]
+    indptr = np.zeros(n_items + 1, dtype=np.int64)
+    dtype = matrix.dtype
+    if parts:
+        np.cumsum(np.concatenate([p[0] for p in parts]), out=indptr[1:])
+        indices = np.concatenate([p[1] for p in parts])
+        data = np.concatenate([p[2] for p in parts]).astype(dtype)
+        diagonal = np.concatenate([p[3] for p in parts]).astype(dtype)
+    else:
+        indices, data, diagonal = np.zeros(0, np.int32), np.zeros(0, dtype), np.zeros(0, dtype)
+    pairs = sp.csr_matrix((data, indices, indptr), shape=(n_items, n_items))
+    pairs.has_sorted_indices = True
+    return pairs, diagonal
+
+
+# ------------------------------------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    """One product seen with the query product, with every pair statistic.
+
+    ``confidence`` is P(neighbour | query), ``reverse_confidence`` P(query | neighbour). ``cosine`` uses the event
+    weights when the statistics were built with ``weighted=True``; every other value counts baskets.
+    """
+
+    item: str
+    count: int
+    support: float
+    confidence: float
+    reverse_confidence: float
+    lift: float
+    npmi: float
+    cosine: float
+    jaccard: float
+
+
+@dataclass(frozen=True)
+class BehaviourInfo:
+    """Summary of stored statistics.
+
+    Attributes:
+        baskets: baskets counted (with at least one product).
+        items: distinct products.
+        pairs: distinct unordered product pairs seen together at least once.
+        neighbour_pairs: ordered (product, neighbour) entries kept for queries.
+        min_count / top_k: what the neighbour lists keep (``top_k`` None: everything above ``min_count``).
+        weighted: whether cosine uses event weights.
+        event_types: event types counted (None: all).
+        created / last_update: UTC times of the first build and of the latest build or update.
+        sources: files counted, in order, with their sha256.
+    """
+
+    baskets: int
+    items: int
+    pairs: int
+    neighbour_pairs: int
+    min_count: int
+    top_k: int | None
+    weighted: bool
+    event_types: tuple[str, ...] | None
+    created: datetime
+    last_update: datetime
+    sources: tuple[tuple[str, str], ...]
+
+
+# ---------------------------------------------------------------------------------------------------- persistence
+
+
+def _neighbour_lists(
+    pairs: sp.csr_matrix,
+    counts: np.ndarray,
+    n_baskets: int,
+    min_count: int,
+    top_k: int | None,
+    weighted_pairs: sp.csr_matrix | None,
+    wnorm2: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """Per product, the neighbours with count >= min_count; with ``top_k``, only those ranking in the top ``top_k``
+    by some metric (ties at the cut are all kept, so a query for ``k <= top_k`` is exact)."""
+    keep = pairs.data >= min_count
+    kept_before = np.r_[0, np.cumsum(keep)]
+    indptr = kept_before[pairs.indptr].astype(np.int64)
+    cols = pairs.indices[keep]
+    pair = pairs.data[keep]
+    # Same sparsity pattern as pairs (see _align), so the entries line up.
+    wdot = None if weighted_pairs is None else weighted_pairs.data[keep]
+    lengths = np.diff(indptr)
+    if top_k is not None and (lengths > top_k).any():
+        selected = np.ones(cols.shape[0], dtype=bool)
+        for row in np.flatnonzero(lengths > top_k).tolist():
+            start, stop = int(indptr[row]), int(indptr[row + 1])
+            c = cols[start:stop]
+            p = pair[start:stop]
+            left, right = counts[row], counts[c]
+            scores = []
+            for name in _RANKED_METRICS:
+                if name == "cosine" and wdot is not None and wnorm2 is not None:
+                    scores.append(wdot[start:stop] / np.sqrt(wnorm2[row] * wnorm2[c]))
+                else:
+                    scores.append(METRICS[name](p, left, right, n_baskets))
+            stacked = np.stack(scores)
+            kth = np.partition(stacked, stop - start - top_k, axis=1)[:, stop - start - top_k]
+            selected[start:stop] = (stacked >= kth[:, None]).any(axis=0)
+        kept_before = np.r_[0, np.cumsum(selected)]
+        indptr = kept_before[indptr].astype(np.int64)
+        cols, pair = cols[selected], pair[selected]
+        if wdot is not None:
+            wdot = wdot[selected]
+    count_dtype = np.int32 if n_baskets < np.iinfo(np.int32).max else np.int64
+    return indptr, cols.astype(np.int32), pair.astype(count_dtype), wdot
+
+
+def _atomic_replace(directory: Path, write: Callable[[Path], None]) -> None:
+    """Write into a temporary sibling, then swap it in: a failure leaves the old directory (or none) untouched."""
+    directory = directory.absolute()
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+    try:
+        write(tmp)
+        for entry in tmp.iterdir():  # data on disk before the rename makes it visible
+            with entry.open("rb") as fh:
+                os.fsync(fh.fileno())
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if directory.exists():
+        old = directory.parent / f".{directory.name}.old-{uuid.uuid4().hex}"
+        os.replace(directory, old)
+        os.replace(tmp, directory)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, directory)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(timezone.utc).replace(microsecond=0)
+
+
+class BehaviourStats:
+    """Pair statistics stored in a directory; build, update incrementally, and query one product cheaply.
+
+    Example:
+        >>> from semassoc.events import events_from_baskets
+        >>> import tempfile
+        >>> d = tempfile.mkdtemp() + "/behaviour"
+        >>> stats = BehaviourStats.build(events_from_baskets([["a", "b"], ["a", "b"], ["a", "c"]]), d, min_count=1)
+        >>> [(n.item, n.count) for n in stats.neighbours("a", metric="count")]
+        [('b', 2), ('c', 1)]
+    """
+
+    def __init__(self, directory: str | Path) -> None:
+        """Open stored statistics (same as ``BehaviourStats.open``)."""
+        self.directory = Path(directory)
+        manifest_path = self.directory / "manifest.json"
+        if not manifest_path.is_file():
+            raise NotFound(f"{self.directory}: no behaviour statistics here (run a build first)")
+        try:
+            self._manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise SemassocError(f"{manifest_path}: unreadable manifest: {exc}") from None
+        if self._manifest.get("schema_version") != SCHEMA_VERSION:
+            raise SemassocError(
+                f"{self.directory}: behaviour statistics schema {self._manifest.get('schema_version')} "
+                f"is not the supported {SCHEMA_VERSION}; rebuild them"
+            )
+        load = self._load
+        self._item_ids = load("item_ids.npy")
+        self._item_counts = load("item_counts.npy")
+        prefix = "pairs" if self._manifest["top_k"] is None else "nbr"
+        self._indptr = load(f"{prefix}_indptr.npy")
+        self._indices = load(f"{prefix}_indices.npy")
+        self._counts = load(f"{prefix}_counts.npy")
+        self._weighted = bool(self._manifest["weighted"])
+        self._wdot = load(f"{prefix}_wdot.npy") if self._weighted else None
+        self._wnorm2 = load("item_wnorm2.npy") if self._weighted else None
+
+    def _load(self, name: str) -> np.ndarray:
+        try:
+            return np.load(self.directory / name, mmap_mode="r")
+        except (OSError, ValueError) as exc:
+            raise SemassocError(f"{self.directory / name}: unreadable behaviour file: {exc}") from None
+
+    # ------------------------------------------------------------------------------------------------ building
+
+    @classmethod
+    def open(cls, directory: str | Path) -> BehaviourStats:
+        """Open statistics written by ``build``; reads only the manifest and memory-maps the arrays.
+
+        Raises:
+            NotFound: nothing was built there.
+        """
+        return cls(directory)
+
+    @classmethod
+    def build(
+        cls,
+        events: Events | Sequence[Events],
+        directory: str | Path,
+        *,
+        min_count: int = 2,
+        top_k: int | None = None,
+        weighted: bool = False,
+        event_types: Sequence[str] | None = None,
+        progress: Progress | None = None,
+    ) -> BehaviourStats:
+        """Count every product pair and write the statistics, replacing whatever was in ``directory``.
+
+        Args:
+            events: loaded events (several loads are joined with ``Events.concat``).
+            directory: where to write (e.g. ``<workspace>/behaviour``); written atomically.
+            min_count: default ``min_count`` of queries: pairs seen together in fewer baskets are ignored (pairs
+                seen once are mostly noise). Every pair count is stored regardless.
+            top_k: ``None`` (default): queries read the full pair rows, exact for any ``k`` and ``min_count``. An
+                integer also writes truncated lists (per product, the neighbours with count >= ``min_count`` in the
+                top ``top_k`` by any metric, ties kept) and queries read those: exact for ``k <= top_k`` and the
+                build's ``min_count``; with a larger query ``min_count`` a list may come out shorter than ``k``.
+            weighted: cosine uses event weights (view < cart < purchase, time decay) instead of presence.
+            event_types: count only these event types (e.g. ``["purchase"]`` for complements); ``None``: all.
+            progress: called as ``progress(stage, step, steps)``.
+
+        Returns:
+            The opened statistics.
+
+        Raises:
+            InvalidInput: bad option values or events already counted twice in the input.
+
+        Example:
+            >>> # stats = BehaviourStats.build(load_events("orders.parquet"), ".semassoc/behaviour")
+        """
+        if not isinstance(min_count, int) or min_count < 1:
+            raise InvalidInput(f"min_count must be an integer >= 1, not {min_count!r}")
+        if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
+            raise InvalidInput(f"top_k must be an integer >= 1 or None, not {top_k!r}")
+        parts = [events] if isinstance(events, Events) else list(events)
+        _check_distinct_sources([], parts)
+        joined = Events.concat(parts)
+        now = _utc_now()
+        state = _State.from_events(joined, weighted, event_types, progress)
+        options = {
+            "min_count": min_count,
+            "top_k": top_k,
+            "weighted": weighted,
+            "event_types": None if event_types is None else sorted(event_types),
+        }
+        sources = [[s, d] for p in parts for s, d in zip(p.sources, p.digests, strict=True)]
+        state.write(Path(directory), options, sources, created=now, updated=now, progress=progress)
+        return cls(directory)
+
+    def update(self, events: Events | Sequence[Events], *, progress: Progress | None = None) -> BehaviourStats:
+        """Add new events (e.g. a new month's file) and rewrite the statistics atomically.
+
+        The result equals a full build on all the files together as long as no basket spans the old and the new
+        files: a basket id present in both, or a session cut by time that straddles the file boundary, is counted
+        as two baskets here and as one by a full build.
+
+        Args:
+            events: the new events, loaded with the same options as before.
+            progress: called as ``progress(stage, step, steps)``.
+
+        Returns:
+            The reopened, updated statistics (this object keeps reading the old files).
+
+        Raises:
+            InvalidInput: a source file was already counted (same sha256).
+        """
+        parts = [events] if isinstance(events, Events) else list(events)
+        known = [digest for _, digest in self._manifest["sources"]]
+        _check_distinct_sources(known, parts)
+        options = {k: self._manifest[k] for k in ("min_count", "top_k", "weighted", "event_types")}
+        old = _State.load(self.directory, self._weighted)
+        new = _State.from_events(Events.concat(parts), self._weighted, options["event_types"], progress)
+        merged = old.merge(new)
+        sources = [
+            *self._manifest["sources"],
+            *([s, d] for p in parts for s, d in zip(p.sources, p.digests, strict=True)),
+        ]
+        created = datetime.fromisoformat(self._manifest["created"])
+        merged.write(self.directory, options, sources, created=created, updated=_utc_now(), progress=progress)
+        return type(self)(self.directory)
+
+    # ------------------------------------------------------------------------------------------------- queries
+
+    def _index(self, item_id: str) -> int:
+        ids = self._item_ids
+        key = np.array(item_id, dtype=ids.dtype)
+        position = int(np.searchsorted(ids, key))
+        if position >= ids.shape[0] or ids[position] != item_id or len(item_id) > ids.dtype.itemsize // 4:
+            raise NotFound(f"product {item_id!r} has no behaviour statistics (not in any counted basket)")
+        return position
+
+    def __contains__(self, item_id: object) -> bool:
+        if not isinstance(item_id, str):
+            return False
+        try:
+            self._index(item_id)
+        except NotFound:
+            return False
+        return True
+
+    def item_count(self, item_id: str) -> int:
+        """Number of baskets holding ``item_id``.
+
+        Raises:
+            NotFound: the product is in no counted basket.
+        """
+        return int(self._item_counts[self._index(item_id)])
+
+    def neighbours(
+        self, item_id: str, k: int = 10, metric: str = "lift", min_count: int | None = None
+    ) -> list[Neighbour]:
+        """Products seen in the same baskets as ``item_id``, best first by ``metric``.
+
+        Reads one row of the memory-mapped neighbour lists and the counts of its products, nothing else.
+
+        Args:
+            item_id: the query product.
+            k: how many to return.
+            metric: one of ``METRICS`` (count, support, confidence, reverse_confidence, lift, npmi, cosine, jaccard).
+            min_count: ignore pairs seen together in fewer baskets (default: the build's ``min_count``; lower
+                values are refused when the build truncated lists with ``top_k``).
+
+        Returns:
+            Up to ``k`` ``Neighbour`` rows; ties are broken by count, then product id.
+
+        Raises:
+            NotFound: unknown product. InvalidInput: unknown metric, bad k or min_count.
+
+        Example:
+            >>> # [(n.item, n.count, round(n.lift, 2)) for n in stats.neighbours("22386", k=3)]
+        """
+        if metric not in METRICS:
+            raise InvalidInput(f"unknown metric {metric!r}; choose from {', '.join(METRICS)}")
+        if not isinstance(k, int) or k < 1:
+            raise InvalidInput(f"k must be an integer >= 1, not {k!r}")
+        built_min = int(self._manifest["min_count"])
+        if min_count is None:
+            min_count = built_min
+        if not isinstance(min_count, int) or min_count < 1:
+            raise InvalidInput(f"min_count must be an integer >= 1, not {min_count!r}")
+        if min_count < built_min and self._manifest["top_k"] is not None:
+            raise InvalidInput(
+                f"min_count {min_count} is below the {built_min} these truncated lists were built with; rebuild "
+                f"with a lower min_count (or without top_k) to see rarer pairs"
+            )
+        row = self._index(item_id)
+        start, end = int(self._indptr[row]), int(self._indptr[row + 1])
+        cols = np.asarray(self._indices[start:end], dtype=np.int64)
+        pair = np.asarray(self._counts[start:end])
+        keep = pair >= min_count
+        cols, pair = cols[keep], pair[keep]
+        if cols.size == 0:
+            return []
+        n = int(self._manifest["baskets"])
+        left = np.full(cols.shape[0], int(self._item_counts[row]), dtype=np.int64)
+        right = np.asarray(self._item_counts[cols], dtype=np.int64)
+        values = {name: fn(pair, left, right, n) for name, fn in METRICS.items()}
+        if self._wdot is not None and self._wnorm2 is not None:
+            wdot = np.asarray(self._wdot[start:end])[keep]
+            values["cosine"] = wdot / np.sqrt(float(self._wnorm2[row]) * np.asarray(self._wnorm2[cols]))
+        names = self._item_ids[cols].astype(object)
+        order = np.lexsort((names, -pair, -values[metric]))[:k]
+        return [
+            Neighbour(
+                item=str(names[i]),
+                count=int(pair[i]),
+                support=float(values["support"][i]),
+                confidence=float(values["confidence"][i]),
+                reverse_confidence=float(values["reverse_confidence"][i]),
+                lift=float(values["lift"][i]),
+                npmi=float(values["npmi"][i]),
+                cosine=float(values["cosine"][i]),
+                jaccard=float(values["jaccard"][i]),
+            )
+            for i in order.tolist()
+        ]
+
+    def info(self) -> BehaviourInfo:
+        """Counts, options, sources and update times, from the manifest alone."""
+        m = self._manifest
+        return BehaviourInfo(
+            baskets=int(m["baskets"]),
+            items=int(m["items"]),
+            pairs=int(m["pairs"]),
+            neighbour_pairs=int(m["neighbour_pairs"]),
+            min_count=int(m["min_count"]),
+            top_k=m["top_k"],
+            weighted=bool(m["weighted"]),
+            event_types=None if m["event_types"] is None else tuple(m["event_types"]),
+            created=datetime.fromisoformat(m["created"]),
+            last_update=datetime.fromisoformat(m["last_update"]),
+            sources=tuple((s, d) for s, d in m["sources"]),
+        )
+
+
+def _check_distinct_sources(known: Sequence[str], parts: Sequence[Events]) -> None:
+    seen = set(known)
+    for part in parts:
+        for source, digest in zip(part.sources, part.digests, strict=True):
+            if digest in seen:
+                raise InvalidInput(
+                    f"{source}: these events (sha256 {digest[:12]}...) are already counted; "
+                    f"counting them again would double every pair"
+                )
+            seen.add(digest)
+
+
+@dataclass
+class _State:
+    """Everything an exact update needs: full pair counts, product counts, basket count (and weighted grams)."""
+
+    item_ids: np.ndarray
+    item_counts: np.ndarray
+    pairs: sp.csr_matrix
+    baskets: int
+    weighted_pairs: sp.csr_matrix | None = None
+    wnorm2: np.ndarray | None = None
+
+    @classmethod
+    def from_events(
+        cls, events: Events, weighted: bool, event_types: Sequence[str] | None, progress: Progress | None
+    ) -> _State:
+        if progress:
+            progress("basket matrix", 1, 4)
+        binary, _ = basket_item_matrix(events, event_types=event_types)
+        if progress:
+            progress("pair counts", 2, 4)
+        pairs, counts = pair_counts(binary)
+        weighted_pairs = wnorm2 = None
+        if weighted:
+            weights, _ = basket_item_matrix(events, weighted=True, event_types=event_types)
+            weighted_pairs, wnorm2 = pair_counts(weights)
+            weighted_pairs = _align(weighted_pairs, pairs)
+        return cls(events.item_ids, counts.astype(np.int64), pairs, binary.shape[0], weighted_pairs, wnorm2)
+
+    @classmethod
+    def load(cls, directory: Path, weighted: bool) -> _State:
+        manifest = json.loads((directory / "manifest.json").read_text(encoding="utf-8"))
+        item_ids = np.load(directory / "item_ids.npy").astype(object)
+        size = item_ids.shape[0]
+        indptr = np.load(directory / "pairs_indptr.npy")
+        indices = np.load(directory / "pairs_indices.npy")
+        pairs = sp.csr_matrix((np.load(directory / "pairs_counts.npy"), indices, indptr), shape=(size, size))
+        weighted_pairs = wnorm2 = None
+        if weighted:
+            wdot = np.load(directory / "pairs_wdot.npy")
+            weighted_pairs = sp.csr_matrix((wdot, indices, indptr), shape=(size, size))
+            wnorm2 = np.load(directory / "item_wnorm2.npy")
+        return cls(
+            item_ids, np.load(directory / "item_counts.npy"), pairs, int(manifest["baskets"]), weighted_pairs, wnorm2
+        )
+
+    def merge(self, other: _State) -> _State:
+        union = np.union1d(self.item_ids, other.item_ids) if other.item_ids.size else self.item_ids
+        mine = np.searchsorted(union, self.item_ids)
+        theirs = np.searchsorted(union, other.item_ids)
+        counts = np.zeros(union.shape[0], dtype=np.int64)
+        counts[mine] += self.item_counts
+        counts[theirs] += other.item_counts
+        pairs = (_reindex(self.pairs, mine, union.size) + _reindex(other.pairs, theirs, union.size)).tocsr()
+        pairs.sum_duplicates()
+        pairs.sort_indices()
+        weighted_pairs = wnorm2 = None
+        if self.weighted_pairs is not None and other.weighted_pairs is not None:
+            wnorm2 = np.zeros(union.shape[0], dtype=np.float64)
+            wnorm2[mine] += self.wnorm2  # type: ignore[arg-type]
+            wnorm2[theirs] += other.wnorm2  # type: ignore[arg-type]
+            weighted_pairs = _reindex(self.weighted_pairs, mine, union.size) + _reindex(
+                other.weighted_pairs, theirs, union.size
+            )
+            weighted_pairs = _align(weighted_pairs.tocsr(), pairs)
+        return _State(union, counts, pairs, self.baskets + other.baskets, weighted_pairs, wnorm2)
+
+    def write(
+        self,
+        directory: Path,
+        options: Mapping[str, object],
+        sources: Sequence[Sequence[str]],
+        *,
+        created: datetime,
+        updated: datetime,
+        progress: Progress | None,
+    ) -> None:
+        if progress:
+            progress("neighbour lists", 3, 4)
+        top_k = options["top_k"]
+        truncated = None
+        if top_k is not None:
+            truncated = _neighbour_lists(
+                self.pairs,
+                self.item_counts,
+                self.baskets,
+                int(options["min_count"]),  # type: ignore[call-overload]
+                int(top_k),  # type: ignore[call-overload]
+                self.weighted_pairs,
+                self.wnorm2,
+            )
+        manifest = {
+            "schema_version": SCHEMA_VERSION,
+            "baskets": int(self.baskets),
+            "items": int(self.item_ids.shape[0]),
+            "pairs": int(self.pairs.nnz // 2),
+            "neighbour_pairs": int(self.pairs.nnz if truncated is None else truncated[1].shape[0]),
+            **options,
+            "created": created.isoformat(),
+            "last_update": updated.isoformat(),
+            "sources": [list(s) for s in sources],
+        }
+        count_dtype = np.int32 if self.baskets < np.iinfo(np.int32).max else np.int64
+
+        def write_files(tmp: Path) -> None:
+            width = max((len(s) for s in self.item_ids.tolist()), default=1)
+            np.save(tmp / "item_ids.npy", self.item_ids.astype(f"<U{width}"))
+            np.save(tmp / "item_counts.npy", self.item_counts.astype(np.int64))
+            np.save(tmp / "pairs_indptr.npy", self.pairs.indptr.astype(np.int64))
+            np.save(tmp / "pairs_indices.npy", self.pairs.indices.astype(np.int32))
+            np.save(tmp / "pairs_counts.npy", self.pairs.data.astype(count_dtype))
+            if self.weighted_pairs is not None:
+                np.save(tmp / "pairs_wdot.npy", self.weighted_pairs.data.astype(np.float64))
+                np.save(tmp / "item_wnorm2.npy", np.asarray(self.wnorm2, dtype=np.float64))
+            if truncated is not None:
+                indptr, indices, counts, wdot = truncated
+                np.save(tmp / "nbr_indptr.npy", indptr)
+                np.save(tmp / "nbr_indices.npy", indices)
+                np.save(tmp / "nbr_counts.npy", counts)
+                if wdot is not None:
+                    np.save(tmp / "nbr_wdot.npy", wdot)
+            # The manifest goes last: a directory with a manifest is complete.
+            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+
+        _atomic_replace(directory, write_files)
+        if progress:
+            progress("written", 4, 4)
+
+
+def _reindex(matrix: sp.csr_matrix, mapping: np.ndarray, size: int) -> sp.csr_matrix:
+    """Move rows and columns of a square matrix to new positions in a larger vocabulary."""
+    coo = matrix.tocoo()
+    return sp.csr_matrix((coo.data, (mapping[coo.row], mapping[coo.col])), shape=(size, size))
+
+
+def _align(weighted: sp.csr_matrix, pattern: sp.csr_matrix) -> sp.csr_matrix:
+    """The weighted gram on exactly the pattern of the count matrix (zero where a weight summed to zero)."""
+    weighted = weighted.tocsr()
+    weighted.sort_indices()
+    if np.array_equal(weighted.indptr, pattern.indptr) and np.array_equal(weighted.indices, pattern.indices):
+        # The usual case: every event weight is positive, so both grams have the same entries.
+        return sp.csr_matrix((weighted.data.astype(np.float64), pattern.indices, pattern.indptr), shape=pattern.shape)
+    size = np.int64(pattern.shape[1])
+    want = np.repeat(np.arange(pattern.shape[0], dtype=np.int64), np.diff(pattern.indptr)) * size + pattern.indices
+    have = np.repeat(np.arange(weighted.shape[0], dtype=np.int64), np.diff(weighted.indptr)) * size + weighted.indices
+    position = np.minimum(np.searchsorted(have, want), max(have.size - 1, 0))
+    values = np.zeros(want.shape[0], dtype=np.float64)
+    if have.size:
+        found = have[position] == want
+        values[found] = weighted.data[position[found]]
+    return sp.csr_matrix((values, pattern.indices.copy(), pattern.indptr.copy()), shape=pattern.shape)

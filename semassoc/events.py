@@ -1,0 +1,976 @@
+"""Behaviour events: read, validate, filter and group user events into baskets.
+
+An events file holds one row per event: a product id, and either a basket id (order, invoice, session) or a user id and
+a timestamp from which sessions are cut by an inactivity gap. Event type (view, cart, purchase or any custom word),
+quantity and timestamp are optional. CSV, JSON lines and Parquet are read with pyarrow; every column is turned into
+numpy arrays in one vectorised pass, so half a million rows load in about a second. Python loops run only to describe
+bad rows.
+
+Row numbers in problems: CSV counts lines with the header as row 1 (so the first data row is row 2); JSON lines counts
+lines from 1; Parquet counts data rows from 1. Blank lines, which are skipped, still count in CSV and JSON lines.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import json
+import math
+import re
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from semassoc.errors import InvalidInput
+
+__all__ = [
+    "DEFAULT_EVENT_TYPE",
+    "DEFAULT_EVENT_WEIGHTS",
+    "ONLINE_RETAIL_EXCLUDED_CODES",
+    "ONLINE_RETAIL_EXCLUDED_PATTERN",
+    "EventColumns",
+    "EventFilters",
+    "Events",
+    "RowProblem",
+    "SkipSummary",
+    "events_from_baskets",
+    "load_events",
+]
+
+#: Default weight per event type: a purchase says more than putting in the cart, which says more than a view.
+#: The ratio 1 : 3 : 5 is a common starting point in implicit-feedback work; change it with ``weights=``.
+DEFAULT_EVENT_WEIGHTS: Mapping[str, float] = {"view": 1.0, "cart": 3.0, "purchase": 5.0}
+#: Event type assumed when the file has no event-type column (transaction logs such as invoices).
+DEFAULT_EVENT_TYPE = "purchase"
+#: Weight of an event type missing from the weights mapping (a custom type).
+CUSTOM_EVENT_WEIGHT = 1.0
+
+#: Online Retail (UCI) stock codes that are not products: postage, discounts, manual entries, fees, samples...
+ONLINE_RETAIL_EXCLUDED_CODES: frozenset[str] = frozenset(
+    {"POST", "D", "M", "DOT", "BANK CHARGES", "AMAZONFEE", "C2", "CRUK", "PADS", "S", "B", "m"}
+)
+#: Online Retail stock-code prefixes that are not products (gift vouchers, DCGS lines).
+ONLINE_RETAIL_EXCLUDED_PATTERN = r"^(DCGS|gift_0001_)"
+
+_MAX_PROBLEMS = 20
+
+# Usual column names, normalised (lower case, runs of non-alphanumerics as "_"), in order of preference.
+_ALIASES: dict[str, tuple[str, ...]] = {
+    "basket": (
+        "basket_id",
+        "basket",
+        "order_id",
+        "orderid",
+        "invoice",
+        "invoiceno",
+        "invoice_no",
+        "invoice_id",
+        "transaction_id",
+        "transactionid",
+        "session_id",
+        "sessionid",
+        "user_session",
+    ),
+    "item": (
+        "product_id",
+        "productid",
+        "item_id",
+        "itemid",
+        "stockcode",
+        "stock_code",
+        "sku",
+        "product",
+        "item",
+    ),
+    "user": (
+        "user_id",
+        "userid",
+        "customer_id",
+        "customerid",
+        "visitor_id",
+        "visitorid",
+        "client_id",
+        "user",
+        "customer",
+    ),
+    "timestamp": (
+        "timestamp",
+        "event_time",
+        "eventtime",
+        "invoicedate",
+        "invoice_date",
+        "order_date",
+        "datetime",
+        "time",
+        "date",
+        "ts",
+    ),
+    "quantity": ("quantity", "qty", "amount"),
+    "event_type": ("event_type", "eventtype", "event", "action", "type"),
+}
+
+
+def _normalise_name(name: str) -> str:
+    return re.sub(r"[^0-9a-z]+", "_", name.strip().lower()).strip("_")
+
+
+@dataclass(frozen=True)
+class EventColumns:
+    """Which column of the file holds which field. ``None`` means: detect it from usual names.
+
+    Detection looks for usual names, ignoring case, spaces and punctuation: ``Invoice``/``order_id``/``basket_id``/
+    ``session_id`` for the basket, ``StockCode``/``product_id``/``item_id``/``sku`` for the product,
+    ``Customer ID``/``user_id``/``customer_id`` for the user, ``InvoiceDate``/``timestamp``/``event_time`` for the
+    time, ``Quantity``/``qty`` and ``event_type``/``event``. Name a field explicitly when detection would pick the
+    wrong column.
+
+    Args:
+        item: product id column (required, detected if ``None``).
+        basket: order / basket / session id column (optional).
+        user: user id column (required when there is no basket column).
+        timestamp: event time column (required when there is no basket column, or with time decay).
+        event_type: event type column (optional; every row is a purchase without it).
+        quantity: quantity column (optional).
+
+    Example:
+        >>> EventColumns(item="sku", basket="order").resolve(["order", "sku", "when"]).basket
+        'order'
+    """
+
+    item: str | None = None
+    basket: str | None = None
+    user: str | None = None
+    timestamp: str | None = None
+    event_type: str | None = None
+    quantity: str | None = None
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, str]) -> EventColumns:
+        """Build from a ``{field: column}`` dict, e.g. ``{"item": "sku", "basket": "order"}``.
+
+        Raises:
+            InvalidInput: on an unknown field name.
+        """
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(mapping) - known)
+        if unknown:
+            raise InvalidInput(f"unknown event field(s) {unknown} in column mapping; known fields: {sorted(known)}")
+        return cls(**dict(mapping))
+
+    def resolve(self, names: Sequence[str], source: str = "events") -> EventColumns:
+        """Fill in undetected fields from the column names of a file and check explicit ones exist.
+
+        Args:
+            names: the column names found in the file.
+            source: file name used in error messages.
+
+        Returns:
+            A copy where every field is a column name of the file or ``None`` (absent).
+
+        Raises:
+            InvalidInput: a named column is missing, or the product column cannot be found.
+        """
+        by_norm: dict[str, str] = {}
+        for name in names:
+            by_norm.setdefault(_normalise_name(name), name)
+        chosen: dict[str, str | None] = {}
+        taken: set[str] = set()
+        for f in fields(self):
+            explicit = getattr(self, f.name)
+            if explicit is not None:
+                if explicit not in names:
+                    raise InvalidInput(
+                        f"{source}: column {explicit!r} (mapped to field '{f.name}') is missing; "
+                        f"columns found: {list(names)}"
+                    )
+                chosen[f.name] = explicit
+                taken.add(explicit)
+        for f in fields(self):
+            if f.name in chosen:
+                continue
+            chosen[f.name] = None
+            for alias in _ALIASES[f.name]:
+                column = by_norm.get(alias)
+                if column is not None and column not in taken:
+                    chosen[f.name] = column
+                    taken.add(column)
+                    break
+        return EventColumns(**chosen)
+
+
+@dataclass(frozen=True)
+class EventFilters:
+    """Rows to drop on purpose (not errors): counted in ``Events.filtered`` by reason.
+
+    Args:
+        drop_nonpositive_quantity: drop rows whose quantity is <= 0 (returns, corrections). Only acts when there is
+            a quantity column.
+        cancellation_prefix: drop rows whose basket id starts with this (Online Retail cancellations start with "C").
+        excluded_items: product ids that are not products (postage, fees...), compared exactly after id stripping.
+        excluded_item_pattern: a regular expression (RE2 syntax, searched) of product ids to drop.
+
+    Example:
+        >>> EventFilters.online_retail().cancellation_prefix
+        'C'
+    """
+
+    drop_nonpositive_quantity: bool = True
+    cancellation_prefix: str | None = None
+    excluded_items: frozenset[str] = frozenset()
+    excluded_item_pattern: str | None = None
+
+    @classmethod
+    def online_retail(cls) -> EventFilters:
+        """The cleaning the UCI Online Retail data needs: cancellations, quantity <= 0 and non-product codes."""
+        return cls(
+            drop_nonpositive_quantity=True,
+            cancellation_prefix="C",
+            excluded_items=ONLINE_RETAIL_EXCLUDED_CODES,
+            excluded_item_pattern=ONLINE_RETAIL_EXCLUDED_PATTERN,
+        )
+
+    @classmethod
+    def none(cls) -> EventFilters:
+        """Keep every valid row."""
+        return cls(drop_nonpositive_quantity=False)
+
+
+@dataclass(frozen=True)
+class RowProblem:
+    """One bad row: where it is and what is wrong.
+
+    ``row`` is 1-based: the line number for CSV (header = row 1) and JSON lines, the data row for Parquet;
+    ``None`` when the whole file is affected.
+    """
+
+    file: str
+    row: int | None
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"row {self.row}" if self.row is not None else "file"
+        return f"{self.file}: {where}, field '{self.field}': {self.message}"
+
+
+@dataclass(frozen=True)
+class SkipSummary:
+    """What ``on_error="skip"`` left out.
+
+    Attributes:
+        rows: number of rows skipped.
+        reasons: count of skipped rows per ``"field: reason"`` (a row with two problems counts under both).
+        problems: the first problems, in file order.
+    """
+
+    rows: int = 0
+    reasons: Mapping[str, int] = field(default_factory=dict)
+    problems: tuple[RowProblem, ...] = ()
+
+
+@dataclass(frozen=True, eq=False)
+class Events:
+    """Validated events as column arrays (dictionary-encoded), ready for basket statistics.
+
+    Product, basket, user and event-type columns are integer codes into sorted vocabularies, so
+    ``events.item_ids[events.item]`` gives the product id of every row.
+
+    Attributes:
+        item_ids: sorted unique product ids (object array of str).
+        item: product code per row (int32).
+        basket_ids: unique basket keys (object array of str); a cut session is keyed ``"<user>@<start time>"``.
+        basket: basket code per row (int64).
+        weight: weight per row: event-type weight times time decay (float64).
+        event_types: event-type vocabulary; ``event_type`` holds a code per row (int16).
+        user_ids / user: user vocabulary and code per row (-1 where unknown); ``None`` without a user column.
+        timestamp: event time per row as ``datetime64[us]`` UTC (NaT where unknown); ``None`` without a time column.
+        quantity: quantity per row (float64); ``None`` without a quantity column.
+        sources: the files read; ``digests`` their sha256.
+        rows_read: data rows read from the files; ``skipped`` and ``filtered`` say where the others went.
+    """
+
+    item_ids: np.ndarray
+    item: np.ndarray
+    basket_ids: np.ndarray
+    basket: np.ndarray
+    weight: np.ndarray
+    event_types: np.ndarray
+    event_type: np.ndarray
+    user_ids: np.ndarray | None = None
+    user: np.ndarray | None = None
+    timestamp: np.ndarray | None = None
+    quantity: np.ndarray | None = None
+    sources: tuple[str, ...] = ()
+    digests: tuple[str, ...] = ()
+    rows_read: int = 0
+    skipped: SkipSummary = field(default_factory=SkipSummary)
+    filtered: Mapping[str, int] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.item.shape[0])
+
+    @property
+    def n_items(self) -> int:
+        """Number of distinct products."""
+        return int(self.item_ids.shape[0])
+
+    @property
+    def n_baskets(self) -> int:
+        """Number of baskets (orders or sessions)."""
+        return int(self.basket_ids.shape[0])
+
+    @property
+    def time_range(self) -> tuple[datetime, datetime] | None:
+        """Earliest and latest known event time (UTC), or ``None``."""
+        if self.timestamp is None:
+            return None
+        known = self.timestamp[~np.isnat(self.timestamp)]
+        if known.size == 0:
+            return None
+        return tuple(_to_datetime(v) for v in (known.min(), known.max()))  # type: ignore[return-value]
+
+    def baskets(self) -> list[list[str]]:
+        """The distinct products of each basket, in basket-code order (products sorted).
+
+        Example:
+            >>> # events.baskets()[0] -> ['21232', '84879']
+        """
+        order = np.lexsort((self.item, self.basket))
+        b = self.basket[order]
+        i = self.item[order]
+        keep = np.ones(b.shape[0], dtype=bool)
+        keep[1:] = (b[1:] != b[:-1]) | (i[1:] != i[:-1])
+        b, i = b[keep], i[keep]
+        names = self.item_ids[i].tolist()
+        bounds = np.flatnonzero(np.diff(b)) + 1
+        starts = [0, *bounds.tolist()]
+        ends = [*bounds.tolist(), len(names)]
+        return [names[s:e] for s, e in zip(starts, ends, strict=True)]
+
+    @classmethod
+    def concat(cls, parts: Sequence[Events]) -> Events:
+        """Join several loads into one (as if read from one file); rows with the same basket key merge.
+
+        Args:
+            parts: loaded events, e.g. one per file.
+
+        Returns:
+            One ``Events`` with merged vocabularies; skip and filter summaries are added up.
+        """
+        if not parts:
+            raise InvalidInput("no events to concatenate")
+        if len(parts) == 1:
+            return parts[0]
+        item_ids, item = _merge_codes([p.item_ids for p in parts], [p.item for p in parts])
+        basket_ids, basket = _merge_codes([p.basket_ids for p in parts], [p.basket for p in parts])
+        event_types, event_type = _merge_codes([p.event_types for p in parts], [p.event_type for p in parts])
+        user_ids = user = timestamp = quantity = None
+        if all(p.user is not None for p in parts):
+            user_ids, user = _merge_codes([p.user_ids for p in parts], [p.user for p in parts])
+        if all(p.timestamp is not None for p in parts):
+            timestamp = np.concatenate([p.timestamp for p in parts])
+        if all(p.quantity is not None for p in parts):
+            quantity = np.concatenate([p.quantity for p in parts])
+        reasons: Counter[str] = Counter()
+        filtered: Counter[str] = Counter()
+        problems: list[RowProblem] = []
+        for p in parts:
+            reasons.update(p.skipped.reasons)
+            filtered.update(p.filtered)
+            problems.extend(p.skipped.problems)
+        return cls(
+            item_ids=item_ids,
+            item=item.astype(np.int32),
+            basket_ids=basket_ids,
+            basket=basket.astype(np.int64),
+            weight=np.concatenate([p.weight for p in parts]),
+            event_types=event_types,
+            event_type=event_type.astype(np.int16),
+            user_ids=user_ids,
+            user=None if user is None else user.astype(np.int32),
+            timestamp=timestamp,
+            quantity=quantity,
+            sources=tuple(s for p in parts for s in p.sources),
+            digests=tuple(d for p in parts for d in p.digests),
+            rows_read=sum(p.rows_read for p in parts),
+            skipped=SkipSummary(
+                rows=sum(p.skipped.rows for p in parts), reasons=dict(reasons), problems=tuple(problems[:_MAX_PROBLEMS])
+            ),
+            filtered=dict(filtered),
+        )
+
+
+def _merge_codes(vocabs: Sequence[np.ndarray], codes: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Union of sorted vocabularies, and every part's codes remapped into it (-1 stays -1)."""
+    union = np.unique(np.concatenate(vocabs)) if vocabs else np.array([], dtype=object)
+    out = []
+    for vocab, code in zip(vocabs, codes, strict=True):
+        mapping = np.searchsorted(union, vocab).astype(np.int64) if vocab.size else np.zeros(0, dtype=np.int64)
+        remapped = np.full(code.shape[0], -1, dtype=np.int64)
+        known = code >= 0
+        remapped[known] = mapping[code[known]]
+        out.append(remapped)
+    return union, np.concatenate(out)
+
+
+def _to_datetime(value: np.datetime64) -> datetime:
+    micros = int(value.astype("datetime64[us]").astype(np.int64))
+    return datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=micros)
+
+
+# ----------------------------------------------------------------------------------------------------------- reading
+
+
+class _Collector:
+    """Bad rows found so far: a boolean mask for dropping them and the first few described for people."""
+
+    def __init__(self, source: str, n_rows: int, row_number: _RowNumbers) -> None:
+        self.source = source
+        self.bad = np.zeros(n_rows, dtype=bool)
+        self.reasons: Counter[str] = Counter()
+        self.examples: list[tuple[int, RowProblem]] = []  # (order key, problem)
+        self.row_number = row_number
+        self.file_problems: list[RowProblem] = []
+
+    def add(self, mask: np.ndarray, field_name: str, reason: str, values: pa.Array | None = None) -> None:
+        idx = np.flatnonzero(mask)
+        if idx.size == 0:
+            return
+        self.bad[idx] = True
+        self.reasons[f"{field_name}: {reason}"] += int(idx.size)
+        for i in idx[:_MAX_PROBLEMS].tolist():
+            message = reason
+            if values is not None:
+                message = f"{reason} {values[i].as_py()!r}"
+            self.examples.append((i, RowProblem(self.source, self.row_number(i), field_name, message)))
+
+    def add_invalid_lines(self, lines: list[tuple[int | None, str]]) -> None:
+        for number, text in lines:
+            self.reasons["row: wrong number of fields"] += 1
+            row = self.row_number.physical(number) if number is not None else None
+            snippet = text if len(text) <= 60 else text[:57] + "..."
+            self.file_problems.append(RowProblem(self.source, row, "row", f"wrong number of fields: {snippet!r}"))
+
+    def problems(self) -> list[RowProblem]:
+        ordered = [p for _, p in sorted(self.examples, key=lambda e: e[0])]
+        return sorted(self.file_problems + ordered, key=lambda p: (p.row is None, p.row or 0))
+
+    @property
+    def count(self) -> int:
+        return int(self.bad.sum()) + len(self.file_problems)
+
+
+class _RowNumbers:
+    """Maps a 0-based table row to the row number people see (see module docstring)."""
+
+    def __init__(self, path: Path, kind: str, invalid_lines: Sequence[int] = ()) -> None:
+        self.path = path
+        self.kind = kind
+        self.invalid = sorted(invalid_lines)  # non-blank record numbers (CSV, 1-based incl. header) not in the table
+        self._physical: list[int] | None = None
+
+    def _lines(self) -> list[int]:
+        # Error path only: physical line numbers of non-blank lines.
+        if self._physical is None:
+            with self.path.open("rb") as fh:
+                self._physical = [n for n, line in enumerate(fh, start=1) if line.strip()]
+        return self._physical
+
+    def physical(self, record: int) -> int:
+        """Physical line of the ``record``-th non-blank line (1-based)."""
+        lines = self._lines()
+        return lines[record - 1] if 0 < record <= len(lines) else record
+
+    def __call__(self, i: int) -> int:
+        if self.kind == "parquet":
+            return i + 1
+        if self.kind == "csv":
+            record = i + 2  # header is record 1
+            for bad in self.invalid:  # rows pyarrow dropped before this one
+                if bad <= record:
+                    record += 1
+            return self.physical(record)
+        return self.physical(i + 1)
+
+
+def _file_kind(path: Path) -> str:
+    suffixes = [s.lower() for s in path.suffixes]
+    name = "".join(suffixes[-2:]) if len(suffixes) >= 2 and suffixes[-1] == ".gz" else (suffixes[-1:] or [""])[0]
+    if name in (".csv", ".tsv", ".txt", ".csv.gz", ".tsv.gz"):
+        return "csv"
+    if name in (".jsonl", ".ndjson", ".json", ".jsonl.gz", ".ndjson.gz"):
+        return "jsonl"
+    if name in (".parquet", ".pq"):
+        return "parquet"
+    raise InvalidInput(f"{path}: cannot tell the format from the name; use .csv, .tsv, .jsonl, .ndjson or .parquet")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _read_csv(path: Path) -> tuple[pa.Table, list[tuple[int | None, str]]]:
+    import pyarrow.csv as pacsv
+
+    delimiter = "\t" if ".tsv" in [s.lower() for s in path.suffixes] else ","
+    # Read the header ourselves so that every column can be read as text: type inference on a sample would fail on
+    # ids like 85123A after 85123, and we want to report bad values ourselves.
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
+    try:
+        with opener(path, "rt", encoding="utf-8-sig", newline="") as fh:
+            header = next(csv.reader(fh, delimiter=delimiter), None)
+    except (UnicodeDecodeError, OSError, csv.Error) as exc:
+        raise InvalidInput(f"{path}: not a readable CSV file: {exc}") from None
+    if not header:
+        raise InvalidInput(f"{path}: empty file (no header row)")
+    invalid: list[tuple[int | None, str]] = []
+
+    def on_invalid(row: pacsv.InvalidRow) -> str:
+        invalid.append((row.number, row.text))
+        return "skip"
+
+    try:
+        table = pacsv.read_csv(
+            path,
+            # Single-threaded so that pyarrow knows the line number of a malformed row.
+            read_options=pacsv.ReadOptions(use_threads=False),
+            parse_options=pacsv.ParseOptions(delimiter=delimiter, invalid_row_handler=on_invalid),
+            convert_options=pacsv.ConvertOptions(
+                column_types={name: pa.string() for name in header}, strings_can_be_null=True
+            ),
+        )
+    except pa.ArrowInvalid as exc:
+        raise InvalidInput(f"{path}: not a readable CSV file: {exc}") from None
+    return table, invalid
+
+
+def _read_jsonl(path: Path, on_error: str) -> tuple[pa.Table, list[RowProblem]]:
+    import pyarrow.json as pajson
+
+    try:
+        return pajson.read_json(path), []
+    except pa.ArrowInvalid as exc:
+        first_error = str(exc)
+    # Error path: find the bad lines ourselves, keep the good ones (only used when the fast reader refused the file).
+    rows: list[dict] = []
+    problems: list[RowProblem] = []
+    with path.open("rb") as fh:
+        for number, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError as exc:
+                problems.append(RowProblem(str(path), number, "row", f"not valid JSON ({exc.msg})"))
+                continue
+            if not isinstance(value, dict):
+                problems.append(RowProblem(str(path), number, "row", "not a JSON object"))
+                continue
+            rows.append({k: None if v is None else str(v) for k, v in value.items()})
+    if not problems:
+        raise InvalidInput(f"{path}: not a readable JSON lines file: {first_error}")
+    if on_error == "raise":
+        shown = "\n  ".join(str(p) for p in problems[:_MAX_PROBLEMS])
+        raise InvalidInput(f"{path}: {len(problems)} bad line(s), nothing loaded:\n  {shown}")
+    return pa.Table.from_pylist(rows), problems
+
+
+def _read_table(
+    path: Path, kind: str, on_error: str
+) -> tuple[pa.Table, list[tuple[int | None, str]], list[RowProblem]]:
+    if kind == "csv":
+        table, invalid = _read_csv(path)
+        return table, invalid, []
+    if kind == "jsonl":
+        table, problems = _read_jsonl(path, on_error)
+        return table, [], problems
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(path), [], []
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InvalidInput(f"{path}: not a readable Parquet file: {exc}") from None
+
+
+# ------------------------------------------------------------------------------------------------------- conversion
+
+
+def _as_text(column: pa.ChunkedArray, strip: bool) -> pa.ChunkedArray:
+    if not pa.types.is_string(column.type) and not pa.types.is_large_string(column.type):
+        if pa.types.is_floating(column.type):
+            # 13085.0 (a user id read as float because of missing values) should read as 13085.
+            as_int = pc.cast(column, pa.int64(), safe=False)
+            integral = pc.equal(pc.cast(as_int, column.type), column)
+            column = pc.if_else(integral, pc.cast(as_int, pa.string()), pc.cast(column, pa.string()))
+        else:
+            column = pc.cast(column, pa.string())
+    if strip:
+        column = pc.utf8_trim_whitespace(column)
+    return column
+
+
+def _empty_mask(column: pa.ChunkedArray) -> np.ndarray:
+    mask = pc.or_kleene(pc.is_null(column), pc.equal(pc.utf8_length(column), 0))
+    return mask.to_numpy(zero_copy_only=False).astype(bool)
+
+
+def _parse_timestamps(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """Event times as datetime64[us] UTC-naive, and a mask of values that are present but not times."""
+    n = len(column)
+    typ = column.type
+    bad = np.zeros(n, dtype=bool)
+    if pa.types.is_timestamp(typ):
+        if typ.tz is not None:
+            column = pc.cast(column, pa.timestamp("us", tz="UTC"))
+        values = pc.cast(column, pa.timestamp("us")) if typ.tz is None else column
+        arr = values.to_numpy(zero_copy_only=False)
+        return arr.astype("datetime64[us]"), bad
+    if pa.types.is_date(typ):
+        return pc.cast(column, pa.timestamp("us")).to_numpy(zero_copy_only=False).astype("datetime64[us]"), bad
+    if pa.types.is_integer(typ) or pa.types.is_floating(typ):
+        seconds = column.to_numpy(zero_copy_only=False).astype(np.float64)
+        out = np.full(n, np.datetime64("NaT"), dtype="datetime64[us]")
+        ok = np.isfinite(seconds)
+        out[ok] = (np.round(seconds[ok] * 1e6)).astype(np.int64).astype("datetime64[us]")
+        return out, bad
+    text = pc.utf8_trim_whitespace(pc.cast(column, pa.string()))
+    text = pc.if_else(pc.equal(pc.utf8_length(text), 0), pa.scalar(None, pa.string()), text)
+    for target in (pa.timestamp("us"), pa.timestamp("us", tz="UTC")):
+        try:
+            parsed = pc.cast(text, target)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            continue
+        if target.tz is not None:
+            parsed = pc.cast(parsed, pa.timestamp("us"))
+        return parsed.to_numpy(zero_copy_only=False).astype("datetime64[us]"), bad
+    # Mixed or bad values: parse one by one (slower, but only for files with a problem or with mixed offsets).
+    out = np.full(n, np.datetime64("NaT"), dtype="datetime64[us]")
+    for i, value in enumerate(text.to_pylist()):
+        if value is None:
+            continue
+        try:
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00") if value.endswith("Z") else value)
+        except ValueError:
+            bad[i] = True
+            continue
+        if moment.tzinfo is not None:
+            moment = moment.astimezone(timezone.utc).replace(tzinfo=None)
+        out[i] = np.datetime64(moment, "us")
+    return out, bad
+
+
+def _parse_numbers(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """Float values (NaN where missing) and a mask of values present but not numbers."""
+    if pa.types.is_integer(column.type) or pa.types.is_floating(column.type) or pa.types.is_boolean(column.type):
+        return pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64), np.zeros(
+            len(column), dtype=bool
+        )
+    text = pc.utf8_trim_whitespace(pc.cast(column, pa.string()))
+    text = pc.if_else(pc.equal(pc.utf8_length(text), 0), pa.scalar(None, pa.string()), text)
+    try:
+        return pc.cast(text, pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64), np.zeros(
+            len(column), dtype=bool
+        )
+    except pa.ArrowInvalid:
+        pass
+    values = np.full(len(column), np.nan)
+    bad = np.zeros(len(column), dtype=bool)
+    for i, value in enumerate(text.to_pylist()):
+        if value is None:
+            continue
+        try:
+            values[i] = float(value)
+        except ValueError:
+            bad[i] = True
+    bad |= np.isinf(values)
+    return values, bad
+
+
+def _encode(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted vocabulary (object array) and int64 codes (-1 for null)."""
+    encoded = pc.dictionary_encode(column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column)
+    vocab = encoded.dictionary.to_numpy(zero_copy_only=False).astype(object)
+    codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+    order = np.argsort(vocab, kind="stable")
+    rank = np.empty(order.shape[0], dtype=np.int64)
+    rank[order] = np.arange(order.shape[0])
+    known = codes >= 0
+    codes[known] = rank[codes[known]]
+    return vocab[order], codes
+
+
+def _cut_sessions(
+    user: np.ndarray, user_ids: np.ndarray, ts: np.ndarray, gap: timedelta
+) -> tuple[np.ndarray, np.ndarray]:
+    """Basket per row: a new session starts when a user has been inactive for more than ``gap``."""
+    n = user.shape[0]
+    if n == 0:
+        return np.array([], dtype=object), np.zeros(0, dtype=np.int64)
+    t = ts.astype(np.int64)
+    order = np.lexsort((t, user))
+    u_sorted, t_sorted = user[order], t[order]
+    gap_us = int(gap / timedelta(microseconds=1))
+    start = np.ones(n, dtype=bool)
+    start[1:] = (u_sorted[1:] != u_sorted[:-1]) | ((t_sorted[1:] - t_sorted[:-1]) > gap_us)
+    session_sorted = np.cumsum(start) - 1
+    first = np.flatnonzero(start)
+    # Key "<user>@<ISO start>": stable across loads, so the same session read twice gets the same key.
+    start_text = np.datetime_as_string(t_sorted[first].astype("datetime64[us]"), unit="us")
+    keys = np.char.add(np.char.add(user_ids[u_sorted[first]].astype(str), "@"), start_text).astype(object)
+    order_keys = np.argsort(keys, kind="stable")
+    rank = np.empty(order_keys.shape[0], dtype=np.int64)
+    rank[order_keys] = np.arange(order_keys.shape[0])
+    basket = np.empty(n, dtype=np.int64)
+    basket[order] = rank[session_sorted]
+    return keys[order_keys], basket
+
+
+def load_events(
+    path: str | Path,
+    columns: EventColumns | Mapping[str, str] | None = None,
+    *,
+    session_gap: timedelta = timedelta(minutes=30),
+    weights: Mapping[str, float] | None = None,
+    half_life: timedelta | None = None,
+    decay_reference: datetime | None = None,
+    filters: EventFilters | None = None,
+    on_error: Literal["raise", "skip"] = "raise",
+    strip_ids: bool = True,
+) -> Events:
+    """Read an events file (CSV, TSV, JSON lines or Parquet), validate it and group rows into baskets.
+
+    Rows with a basket column are grouped by it. Without one, each user's events are cut into sessions wherever
+    the user was inactive for more than ``session_gap``.
+
+    Args:
+        path: the events file; the format comes from the suffix (.csv, .tsv, .jsonl, .ndjson, .parquet; .gz for text).
+        columns: which column is which field (``EventColumns`` or a dict ``{"item": "sku", ...}``); undetected fields
+            are found from usual names (see ``EventColumns``).
+        session_gap: inactivity gap that ends a session when there is no basket column.
+        weights: weight per event type (default ``DEFAULT_EVENT_WEIGHTS``: view 1, cart 3, purchase 5); types not
+            listed weigh ``CUSTOM_EVENT_WEIGHT`` (1).
+        half_life: if given, weights halve for every ``half_life`` an event lies before ``decay_reference``.
+        decay_reference: the "now" of the time decay (default: the latest event time in the file). Pass the same
+            value to every load when you update statistics incrementally, or old and new files decay differently.
+        filters: rows to drop on purpose (default ``EventFilters()``: quantity <= 0); ``EventFilters.online_retail()``
+            also drops cancellations and non-product codes.
+        on_error: ``"raise"`` (default) raises ``InvalidInput`` listing the first problems and returns nothing;
+            ``"skip"`` drops bad rows and reports them in ``Events.skipped``.
+        strip_ids: strip surrounding whitespace from product, basket, user ids and event types.
+
+    Returns:
+        ``Events`` with one entry per kept row.
+
+    Raises:
+        InvalidInput: unreadable file, missing column, or (strict mode) any bad row: empty product/basket/user id,
+            bad timestamp, bad quantity, empty event type.
+
+    Example:
+        >>> events = load_events("online_retail.parquet", filters=EventFilters.online_retail())  # doctest: +SKIP
+        >>> events.n_baskets, events.n_items  # doctest: +SKIP
+        (19213, 4372)
+    """
+    if on_error not in ("raise", "skip"):
+        raise InvalidInput(f"on_error must be 'raise' or 'skip', not {on_error!r}")
+    if session_gap <= timedelta(0):
+        raise InvalidInput("session_gap must be positive")
+    if half_life is not None and half_life <= timedelta(0):
+        raise InvalidInput("half_life must be positive")
+    weights = dict(DEFAULT_EVENT_WEIGHTS if weights is None else weights)
+    for name, value in weights.items():
+        if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
+            raise InvalidInput(f"weight of event type {name!r} must be a finite number >= 0, not {value!r}")
+    filters = filters or EventFilters()
+    path = Path(path)
+    source = str(path)
+    if not path.is_file():
+        raise InvalidInput(f"{source}: events file not found")
+    kind = _file_kind(path)
+    table, invalid_lines, read_problems = _read_table(path, kind, on_error)
+    if isinstance(columns, Mapping):
+        columns = EventColumns.from_mapping(columns)
+    cols = (columns or EventColumns()).resolve(table.column_names, source)
+    if cols.item is None:
+        raise InvalidInput(
+            f"{source}: no product id column (looked for product_id, item_id, StockCode, sku...); "
+            f"columns found: {table.column_names}; name it with columns={{'item': ...}}"
+        )
+    if cols.basket is None and (cols.user is None or cols.timestamp is None):
+        missing = [name for name, col in (("user", cols.user), ("timestamp", cols.timestamp)) if col is None]
+        raise InvalidInput(
+            f"{source}: without a basket/order/session column, sessions are cut per user by time, which needs "
+            f"{' and '.join(missing)} column(s); columns found: {table.column_names}"
+        )
+    if half_life is not None and cols.timestamp is None:
+        raise InvalidInput(
+            f"{source}: time decay (half_life) needs a timestamp column; columns found: {table.column_names}"
+        )
+
+    n = table.num_rows
+    rows = _RowNumbers(path, kind, [num for num, _ in invalid_lines if num is not None])
+    bad = _Collector(source, n, rows)
+    bad.add_invalid_lines(invalid_lines)
+    bad.file_problems.extend(read_problems)
+    for problem in read_problems:
+        bad.reasons[f"row: {problem.message.split(' (')[0]}"] += 1
+
+    item_col = _as_text(table[cols.item], strip_ids)
+    bad.add(_empty_mask(item_col), cols.item, "empty product id")
+    basket_col = user_col = None
+    if cols.basket is not None:
+        basket_col = _as_text(table[cols.basket], strip_ids)
+        bad.add(_empty_mask(basket_col), cols.basket, "empty basket id")
+    if cols.user is not None:
+        user_col = _as_text(table[cols.user], strip_ids)
+        if cols.basket is None:
+            bad.add(_empty_mask(user_col), cols.user, "empty user id")
+    timestamp = None
+    if cols.timestamp is not None:
+        timestamp, bad_ts = _parse_timestamps(table[cols.timestamp])
+        bad.add(bad_ts, cols.timestamp, "bad timestamp", table[cols.timestamp])
+        if cols.basket is None or half_life is not None:
+            bad.add(np.isnat(timestamp) & ~bad_ts, cols.timestamp, "missing timestamp")
+    quantity = None
+    if cols.quantity is not None:
+        quantity, bad_q = _parse_numbers(table[cols.quantity])
+        bad.add(bad_q, cols.quantity, "bad quantity", table[cols.quantity])
+    type_col = None
+    if cols.event_type is not None:
+        type_col = pc.utf8_lower(_as_text(table[cols.event_type], strip_ids))
+        bad.add(_empty_mask(type_col), cols.event_type, "empty event type")
+
+    if bad.count:
+        problems = bad.problems()
+        if on_error == "raise":
+            shown = "\n  ".join(str(p) for p in problems[:_MAX_PROBLEMS])
+            more = f" (first {_MAX_PROBLEMS} shown)" if bad.count > _MAX_PROBLEMS else ""
+            raise InvalidInput(f"{source}: {bad.count} bad row(s), nothing loaded{more}:\n  {shown}")
+    skipped = SkipSummary(rows=bad.count, reasons=dict(bad.reasons), problems=tuple(bad.problems()[:_MAX_PROBLEMS]))
+
+    # Filters (on purpose, not errors), counted on rows that passed validation.
+    keep = ~bad.bad
+    filtered: dict[str, int] = {}
+
+    def drop(mask: np.ndarray, reason: str) -> None:
+        hit = mask & keep
+        count = int(hit.sum())
+        if count:
+            filtered[reason] = filtered.get(reason, 0) + count
+            keep[hit] = False
+
+    if quantity is not None and filters.drop_nonpositive_quantity:
+        drop(quantity <= 0, "quantity <= 0")
+    if basket_col is not None and filters.cancellation_prefix:
+        starts = pc.starts_with(basket_col, filters.cancellation_prefix)
+        drop(pc.fill_null(starts, False).to_numpy(zero_copy_only=False).astype(bool), "cancellation")
+    if filters.excluded_items:
+        listed = pc.is_in(item_col, value_set=pa.array(sorted(filters.excluded_items), pa.string()))
+        drop(pc.fill_null(listed, False).to_numpy(zero_copy_only=False).astype(bool), "non-product code")
+    if filters.excluded_item_pattern:
+        try:
+            re.compile(filters.excluded_item_pattern)
+            matched = pc.match_substring_regex(item_col, filters.excluded_item_pattern)
+        except (re.error, pa.ArrowInvalid) as exc:
+            raise InvalidInput(f"bad excluded_item_pattern {filters.excluded_item_pattern!r}: {exc}") from None
+        drop(pc.fill_null(matched, False).to_numpy(zero_copy_only=False).astype(bool), "non-product code")
+
+    keep_idx = pa.array(np.flatnonzero(keep))
+    item_ids, item = _encode(item_col.take(keep_idx))
+    if timestamp is not None:
+        timestamp = timestamp[keep]
+    if quantity is not None:
+        quantity = quantity[keep]
+    user_ids = user = None
+    if user_col is not None:
+        user_ids, user = _encode(user_col.take(keep_idx))
+    if basket_col is not None:
+        basket_ids, basket = _encode(basket_col.take(keep_idx))
+    else:
+        basket_ids, basket = _cut_sessions(user, user_ids, timestamp, session_gap)  # type: ignore[arg-type]
+    if type_col is not None:
+        event_types, event_type = _encode(type_col.take(keep_idx))
+    else:
+        event_types, event_type = np.array([DEFAULT_EVENT_TYPE], dtype=object), np.zeros(item.shape[0], np.int64)
+    type_weight = np.array([float(weights.get(t, CUSTOM_EVENT_WEIGHT)) for t in event_types.tolist()], np.float64)
+    weight = type_weight[event_type] if event_type.size else np.zeros(0, np.float64)
+    if half_life is not None and timestamp is not None and timestamp.size:
+        reference = (
+            np.datetime64(decay_reference.astimezone(timezone.utc).replace(tzinfo=None), "us")
+            if decay_reference is not None and decay_reference.tzinfo is not None
+            else np.datetime64(decay_reference, "us")
+            if decay_reference is not None
+            else timestamp.max()
+        )
+        age = (reference - timestamp).astype(np.float64) / (half_life / timedelta(microseconds=1))
+        weight = weight * np.power(0.5, age)
+
+    return Events(
+        item_ids=item_ids,
+        item=item.astype(np.int32),
+        basket_ids=basket_ids,
+        basket=basket.astype(np.int64),
+        weight=weight,
+        event_types=event_types,
+        event_type=event_type.astype(np.int16),
+        user_ids=user_ids,
+        user=None if user is None else user.astype(np.int32),
+        timestamp=timestamp,
+        quantity=quantity,
+        sources=(source,),
+        digests=(_sha256(path),),
+        rows_read=n + len(invalid_lines) + len(read_problems),
+        skipped=skipped,
+        filtered=filtered,
+    )
+
+
+def events_from_baskets(baskets: Sequence[Sequence[str]], source: str = "<memory>") -> Events:
+    """Events from in-memory baskets (one purchase per product and basket); handy for tests and rules.
+
+    Args:
+        baskets: each basket a sequence of product ids; basket keys are their positions ("0", "1", ...).
+        source: name recorded as the source.
+
+    Returns:
+        ``Events`` with weight 5 (purchase) on every row.
+
+    Example:
+        >>> events_from_baskets([["a", "b"], ["a"]]).n_items
+        2
+    """
+    sizes = np.fromiter((len(b) for b in baskets), dtype=np.int64, count=len(baskets))
+    flat = [str(i) for b in baskets for i in b]
+    for position, b in enumerate(baskets):
+        for value in b:
+            if not str(value).strip():
+                raise InvalidInput(f"{source}: basket {position + 1}: empty product id")
+    item_ids, item = _encode(pa.chunked_array([pa.array(flat, pa.string())]))
+    keys = np.array([str(i) for i in range(len(baskets))], dtype=object)
+    order = np.argsort(keys, kind="stable")
+    rank = np.empty(order.shape[0], dtype=np.int64)
+    rank[order] = np.arange(order.shape[0])
+    basket = np.repeat(rank, sizes)
+    return Events(
+        item_ids=item_ids,
+        item=item.astype(np.int32),
+        basket_ids=keys[order],
+        basket=basket,
+        weight=np.full(item.shape[0], DEFAULT_EVENT_WEIGHTS["purchase"]),
+        event_types=np.array([DEFAULT_EVENT_TYPE], dtype=object),
+        event_type=np.zeros(item.shape[0], np.int16),
+        sources=(source,),
+        digests=(hashlib.sha256(json.dumps([list(map(str, b)) for b in baskets]).encode()).hexdigest(),),
+        rows_read=int(sizes.sum()),
+    )
