@@ -1,7 +1,8 @@
 """Catalog ingestion: read products from CSV, JSONL or Parquet, map columns, validate and normalise text.
 
-Every problem is reported with the file, the place in it and the field. For CSV and JSONL the place is the line
-number an editor shows (the CSV header is line 1); for Parquet it is the 1-based row number.
+Every problem is reported with the file, the row and the field. For CSV and JSONL the row is the line number an
+editor shows (the CSV header is row 1; a record spanning lines is numbered by its first line); for Parquet it is the
+1-based data row.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any, Literal
 
 import tomllib
 
-from semassoc.errors import InvalidInput
+from semassoc.errors import InvalidInput, RowProblem
 
 OnError = Literal["strict", "skip"]
 
@@ -173,19 +174,6 @@ def _fold(name: str) -> str:
     return re.sub(r"[\s_\-]+", "_", name.strip().lower())
 
 
-@dataclass(frozen=True)
-class RowProblem:
-    """A row that could not be used, with where and why."""
-
-    source: str
-    place: str  # "line 17" or "row 17"
-    field: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.source}, {self.place}, field '{self.field}': {self.message}"
-
-
 @dataclass
 class CatalogReadResult:
     """Products that passed validation, and the problems found on the other rows."""
@@ -227,26 +215,26 @@ def read_catalog(
     mapping = columns.resolve(header, source)
     products: list[Product] = []
     problems: list[RowProblem] = []
-    first_place: dict[str, str] = {}
+    first_row: dict[str, int] = {}
     rows_read = 0
-    for place, row, read_error in rows:
+    for number, row, read_error in rows:
         rows_read += 1
         try:
             if read_error is not None:
                 raise _FieldError(*read_error)
             product = _product_from_row(row, mapping, header)
-            if product.product_id in first_place:
+            if product.product_id in first_row:
                 raise _FieldError(
                     mapping["id"] or "id",
-                    f"duplicate id {product.product_id!r} (first seen at {first_place[product.product_id]})",
+                    f"duplicate id {product.product_id!r} (first seen at row {first_row[product.product_id]})",
                 )
         except _FieldError as exc:
-            problem = RowProblem(source, place, exc.field, exc.message)
+            problem = RowProblem(source, number, exc.field, exc.message)
             if on_error == "strict":
                 raise InvalidInput(f"{problem} (use --on-error skip to index the other rows)") from None
             problems.append(problem)
             continue
-        first_place[product.product_id] = place
+        first_row[product.product_id] = number
         products.append(product)
     if rows_read == 0:
         raise InvalidInput(f"{source}: the catalog has no rows")
@@ -260,7 +248,7 @@ class _FieldError(Exception):
         self.message = message
 
 
-_Row = tuple[str, dict[str, Any], tuple[str, str] | None]
+_Row = tuple[int, dict[str, Any], tuple[str, str] | None]
 
 
 def _open_rows(path: Path) -> tuple[list[str], Iterator[_Row]]:
@@ -284,10 +272,10 @@ def _csv_rows(path: Path, delimiter: str) -> tuple[list[str], Iterator[_Row]]:
         raise InvalidInput(f"{path}: the catalog file is empty") from None
     except (csv.Error, UnicodeDecodeError) as exc:
         handle.close()
-        raise InvalidInput(f"{path}, line 1: unreadable header: {exc}") from None
+        raise InvalidInput(f"{path}: row 1, field 'row': unreadable header: {exc}") from None
     if len(set(header)) != len(header):
         handle.close()
-        raise InvalidInput(f"{path}, line 1: duplicate column names in header {header}")
+        raise InvalidInput(f"{path}: row 1, field 'row': duplicate column names in header {header}")
 
     def rows() -> Iterator[_Row]:
         with handle:
@@ -299,17 +287,16 @@ def _csv_rows(path: Path, delimiter: str) -> tuple[list[str], Iterator[_Row]]:
                     return
                 except (csv.Error, UnicodeDecodeError) as exc:
                     line = reader.line_num if reader.line_num > line else line + 1
-                    yield f"line {line}", {}, ("<row>", f"unreadable row: {exc}")
+                    yield line, {}, ("row", f"unreadable row: {exc}")
                     continue
                 start = line + 1
                 line = reader.line_num
                 if not values or all(not v.strip() for v in values):
                     continue  # blank lines are not rows
-                place = f"line {start}"
                 if len(values) != len(header):
-                    yield place, {}, ("<row>", f"expected {len(header)} fields, found {len(values)}")
+                    yield start, {}, ("row", f"expected {len(header)} fields, found {len(values)}")
                     continue
-                yield place, dict(zip(header, values, strict=True)), None
+                yield start, dict(zip(header, values, strict=True)), None
 
     return header, rows()
 
@@ -335,7 +322,7 @@ def _jsonl_rows(path: Path) -> tuple[list[str], Iterator[_Row]]:
                 try:
                     line = handle.readline()
                 except UnicodeDecodeError as exc:
-                    yield f"line {number}", {}, ("<row>", f"unreadable row: {exc}")
+                    yield number, {}, ("row", f"unreadable row: {exc}")
                     return
                 if not line:
                     return
@@ -344,15 +331,15 @@ def _jsonl_rows(path: Path) -> tuple[list[str], Iterator[_Row]]:
                 try:
                     obj = json.loads(line)
                 except ValueError as exc:
-                    yield f"line {number}", {}, ("<row>", f"not valid JSON: {exc}")
+                    yield number, {}, ("row", f"not valid JSON: {exc}")
                     continue
                 if not isinstance(obj, dict):
-                    yield f"line {number}", {}, ("<row>", f"expected a JSON object, found {type(obj).__name__}")
+                    yield number, {}, ("row", f"expected a JSON object, found {type(obj).__name__}")
                     continue
-                yield f"line {number}", obj, None
+                yield number, obj, None
 
     if not header:
-        raise InvalidInput(f"{path}, line 1: the first row is not a JSON object")
+        raise InvalidInput(f"{path}: row 1, field 'row': the first row is not a JSON object")
     return header, rows()
 
 
@@ -371,7 +358,7 @@ def _parquet_rows(path: Path) -> tuple[list[str], Iterator[_Row]]:
         for batch in parquet.iter_batches(batch_size=65_536):
             for record in batch.to_pylist():
                 number += 1
-                yield f"row {number}", record, None
+                yield number, record, None
 
     return header, rows()
 
@@ -379,7 +366,7 @@ def _parquet_rows(path: Path) -> tuple[list[str], Iterator[_Row]]:
 def _product_from_row(row: Mapping[str, Any], mapping: Mapping[str, str | None], header: list[str]) -> Product:
     id_column = mapping["id"] or "id"
     title_column = mapping["title"] or "title"
-    product_id = _text(row.get(id_column))
+    product_id = _identifier(row.get(id_column))
     if not product_id:
         raise _FieldError(id_column, "missing product id")
     title = _text(row.get(title_column))
@@ -412,11 +399,22 @@ def _missing(value: Any) -> bool:
     )
 
 
+def _identifier(value: Any) -> str:
+    """Ids are only stripped (never re-encoded), the same as event files' ids, so the two always join."""
+    if _missing(value):
+        return ""
+    if isinstance(value, (dict, list)):
+        raise _FieldError("row", f"expected an id, found {type(value).__name__}")
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # ids read as floats from JSON or Parquet
+    return str(value).strip()
+
+
 def _text(value: Any) -> str:
     if _missing(value):
         return ""
     if isinstance(value, (dict, list)):
-        raise _FieldError("<row>", f"expected text, found {type(value).__name__}")
+        raise _FieldError("row", f"expected text, found {type(value).__name__}")
     if isinstance(value, float) and value.is_integer():
         value = int(value)  # ids read as floats from JSON or Parquet
     return normalise_text(str(value))

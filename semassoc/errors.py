@@ -6,6 +6,8 @@ The library raises only these; the CLI turns them into a one-line message on std
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 
 class SemassocError(Exception):
     """Base class of every error semassoc raises on purpose."""
@@ -38,3 +40,21 @@ class EncoderMismatch(SemassocError):
     """The encoder asked for differs from the one that built the workspace."""
 
     exit_code = 2
+
+
+@dataclass(frozen=True)
+class RowProblem:
+    """One bad input row: where it is and what is wrong.
+
+    ``row`` is 1-based: the line number for CSV (the header is row 1) and JSON lines, the data row for Parquet;
+    ``None`` when the whole file is affected.
+    """
+
+    file: str
+    row: int | None
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"row {self.row}" if self.row is not None else "file"
+        return f"{self.file}: {where}, field '{self.field}': {self.message}"

@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from semassoc.errors import InvalidInput
+from semassoc.errors import InvalidInput, RowProblem
 
 __all__ = [
     "DEFAULT_EVENT_TYPE",
@@ -241,24 +241,6 @@ class EventFilters:
     def none(cls) -> EventFilters:
         """Keep every valid row."""
         return cls(drop_nonpositive_quantity=False)
-
-
-@dataclass(frozen=True)
-class RowProblem:
-    """One bad row: where it is and what is wrong.
-
-    ``row`` is 1-based: the line number for CSV (header = row 1) and JSON lines, the data row for Parquet;
-    ``None`` when the whole file is affected.
-    """
-
-    file: str
-    row: int | None
-    field: str
-    message: str
-
-    def __str__(self) -> str:
-        where = f"row {self.row}" if self.row is not None else "file"
-        return f"{self.file}: {where}, field '{self.field}': {self.message}"
 
 
 @dataclass(frozen=True)
@@ -581,9 +563,8 @@ def _read_jsonl(path: Path, on_error: str) -> tuple[pa.Table, list[RowProblem]]:
             rows.append({k: None if v is None else str(v) for k, v in value.items()})
     if not problems:
         raise InvalidInput(f"{path}: not a readable JSON lines file: {first_error}")
-    if on_error == "raise":
-        shown = "\n  ".join(str(p) for p in problems[:_MAX_PROBLEMS])
-        raise InvalidInput(f"{path}: {len(problems)} bad line(s), nothing loaded:\n  {shown}")
+    if on_error == "strict":
+        raise InvalidInput(_strict_message(problems[0], len(problems)))
     return pa.Table.from_pylist(rows), problems
 
 
@@ -746,7 +727,7 @@ def load_events(
     half_life: timedelta | None = None,
     decay_reference: datetime | None = None,
     filters: EventFilters | None = None,
-    on_error: Literal["raise", "skip"] = "raise",
+    on_error: Literal["strict", "skip"] = "strict",
     strip_ids: bool = True,
 ) -> Events:
     """Read an events file (CSV, TSV, JSON lines or Parquet), validate it and group rows into baskets.
@@ -766,7 +747,7 @@ def load_events(
             value to every load when you update statistics incrementally, or old and new files decay differently.
         filters: rows to drop on purpose (default ``EventFilters()``: quantity <= 0); ``EventFilters.online_retail()``
             also drops cancellations and non-product codes.
-        on_error: ``"raise"`` (default) raises ``InvalidInput`` listing the first problems and returns nothing;
+        on_error: ``"strict"`` (default) raises ``InvalidInput`` naming the first problem and returns nothing;
             ``"skip"`` drops bad rows and reports them in ``Events.skipped``.
         strip_ids: strip surrounding whitespace from product, basket, user ids and event types.
 
@@ -782,8 +763,8 @@ def load_events(
         >>> events.n_baskets, events.n_items  # doctest: +SKIP
         (19213, 4372)
     """
-    if on_error not in ("raise", "skip"):
-        raise InvalidInput(f"on_error must be 'raise' or 'skip', not {on_error!r}")
+    if on_error not in ("strict", "skip"):
+        raise InvalidInput(f"on_error must be 'strict' or 'skip', not {on_error!r}")
     if session_gap <= timedelta(0):
         raise InvalidInput("session_gap must be positive")
     if half_life is not None and half_life <= timedelta(0):
@@ -853,10 +834,8 @@ def load_events(
 
     if bad.count:
         problems = bad.problems()
-        if on_error == "raise":
-            shown = "\n  ".join(str(p) for p in problems[:_MAX_PROBLEMS])
-            more = f" (first {_MAX_PROBLEMS} shown)" if bad.count > _MAX_PROBLEMS else ""
-            raise InvalidInput(f"{source}: {bad.count} bad row(s), nothing loaded{more}:\n  {shown}")
+        if on_error == "strict":
+            raise InvalidInput(_strict_message(problems[0], bad.count))
     skipped = SkipSummary(rows=bad.count, reasons=dict(bad.reasons), problems=tuple(bad.problems()[:_MAX_PROBLEMS]))
 
     # Filters (on purpose, not errors), counted on rows that passed validation.
@@ -934,6 +913,12 @@ def load_events(
         skipped=skipped,
         filtered=filtered,
     )
+
+
+def _strict_message(first: RowProblem, count: int) -> str:
+    """One line: the first problem, how many more, and that nothing was loaded."""
+    more = f"; {count - 1} more bad row(s)" if count > 1 else ""
+    return f"{first}{more}; nothing loaded (--on-error skip loads the good rows)"
 
 
 def events_from_baskets(baskets: Sequence[Sequence[str]], source: str = "<memory>") -> Events:

@@ -105,7 +105,7 @@ def test_template_change_reencodes_affected_products(catalog_csv, ws, tmp_path):
 def test_strict_bad_input_writes_nothing(ws, tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("product_id,title,price\na,Mug,1\nb,Cup,cheap\n")
-    with pytest.raises(InvalidInput, match="line 3, field 'price'"):
+    with pytest.raises(InvalidInput, match="row 3, field 'price'"):
         api.index_catalog(bad, workspace=ws, encoder=HashingEncoder(8))
     assert not ws.exists()
 
@@ -123,7 +123,7 @@ def test_skip_mode_indexes_good_rows(ws, tmp_path):
     mixed = tmp_path / "mixed.csv"
     mixed.write_text("product_id,title,price\na,Mug,1\nb,,2\nc,Cup,x\nd,Jar,3\n")
     report = api.index_catalog(mixed, workspace=ws, encoder=HashingEncoder(8), on_error="skip")
-    assert report.added == 2 and [p.place for p in report.skipped] == ["line 3", "line 4"]
+    assert report.added == 2 and [p.row for p in report.skipped] == [3, 4]
 
 
 def test_similar_excludes_itself_and_applies_filters(catalog_csv, ws):

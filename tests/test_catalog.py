@@ -59,7 +59,7 @@ def test_mapping_to_missing_column_is_reported(catalog_csv):
         ("x1,Mug,cheap,yes", "price", "expected a number"),
         ("x1,Mug,-2,yes", "price", "non-negative"),
         ("x1,Mug,1.0,maybe", "in_stock", "expected true/false"),
-        ("x1,Mug,1.0", "<row>", "expected 4 fields, found 3"),
+        ("x1,Mug,1.0", "row", "expected 4 fields, found 3"),
     ],
 )
 def test_strict_mode_names_file_line_and_field(tmp_path, row, field, message):
@@ -68,7 +68,7 @@ def test_strict_mode_names_file_line_and_field(tmp_path, row, field, message):
     with pytest.raises(InvalidInput) as info:
         read_catalog(path)
     text = str(info.value)
-    assert f"{path}, line 3, field '{field}'" in text
+    assert f"{path}: row 3, field '{field}'" in text
     assert message in text
     assert "\n" not in text
 
@@ -76,7 +76,7 @@ def test_strict_mode_names_file_line_and_field(tmp_path, row, field, message):
 def test_duplicate_id_names_first_occurrence(tmp_path):
     path = tmp_path / "dup.csv"
     path.write_text("id,title\na,One\nb,Two\na,Three\n")
-    with pytest.raises(InvalidInput, match=r"line 4, field 'id': duplicate id 'a' \(first seen at line 2\)"):
+    with pytest.raises(InvalidInput, match=r"row 4, field 'id': duplicate id 'a' \(first seen at row 2\)"):
         read_catalog(path)
 
 
@@ -85,14 +85,14 @@ def test_skip_mode_keeps_good_rows_and_lists_problems(tmp_path):
     path.write_text("id,title,price\na,Mug,1\nb,,2\nc,Cup,x\nd,Jar,3\na,Again,1\n")
     result = read_catalog(path, on_error="skip")
     assert [p.product_id for p in result.products] == ["a", "d"]
-    assert [(p.place, p.field) for p in result.problems] == [("line 3", "title"), ("line 4", "price"), ("line 6", "id")]
+    assert [(p.row, p.field) for p in result.problems] == [(3, "title"), (4, "price"), (6, "id")]
     assert result.rows_read == 5
 
 
 def test_multiline_csv_field_keeps_line_numbers_right(tmp_path):
     path = tmp_path / "multi.csv"
     path.write_text('id,title,description\na,Mug,"two\nlines"\nb,,x\n')
-    with pytest.raises(InvalidInput, match="line 4, field 'title'"):
+    with pytest.raises(InvalidInput, match="row 4, field 'title'"):
         read_catalog(path)
 
 
@@ -100,7 +100,7 @@ def test_jsonl_and_bad_json_line(tmp_path):
     path = tmp_path / "c.jsonl"
     rows = [{"id": 1, "name": "Mug", "price": 2, "tags": ["a", "b"]}, {"id": 2, "name": "Cup"}]
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n{not json\n")
-    with pytest.raises(InvalidInput, match="line 3, field '<row>': not valid JSON"):
+    with pytest.raises(InvalidInput, match="row 3, field 'row': not valid JSON"):
         read_catalog(path)
     result = read_catalog(path, on_error="skip")
     assert [p.product_id for p in result.products] == ["1", "2"]
@@ -118,7 +118,7 @@ def test_parquet_rows_and_types(tmp_path):
         }
     )
     pq.write_table(table, path)
-    with pytest.raises(InvalidInput, match=r"c.parquet, row 3, field 'title': missing title"):
+    with pytest.raises(InvalidInput, match=r"c.parquet: row 3, field 'title': missing title"):
         read_catalog(path)
     result = read_catalog(path, on_error="skip")
     assert [(p.product_id, p.price, p.in_stock) for p in result.products] == [("a", 1.5, True), ("b", None, False)]

@@ -76,7 +76,7 @@ def test_bad_catalog_exits_2_and_writes_nothing(tmp_path):
     bad.write_text("product_id,title,price\na,Mug,1\nb,Cup,cheap\n")
     ws = tmp_path / "ws"
     result = run("index", str(bad), "-w", str(ws), "--model", "hashing:8", code=2)
-    assert f"{bad}, line 3, field 'price'" in result.output and "Traceback" not in result.output
+    assert f"{bad}: row 3, field 'price'" in result.output and "Traceback" not in result.output
     assert not ws.exists()
 
 
@@ -84,7 +84,7 @@ def test_skip_prints_a_summary(tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("product_id,title,price\na,Mug,1\nb,Cup,cheap\nc,,2\n")
     result = run("index", str(bad), "-w", str(tmp_path / "ws"), "--model", "hashing:8", "--on-error", "skip")
-    assert "skipped 2 of 3 rows" in result.output and "line 4, field 'title'" in result.output
+    assert "skipped 2 of 3 rows" in result.output and "row 4, field 'title'" in result.output
 
 
 def test_usage_errors_exit_2(indexed):

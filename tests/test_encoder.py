@@ -78,8 +78,7 @@ def test_local_model_directory_id_carries_a_weights_fingerprint(tmp_path):
 
 def test_importing_the_cli_does_not_import_torch():
     code = (
-        "import sys, semassoc.cli, semassoc.api; "
-        "print('torch' in sys.modules, 'sentence_transformers' in sys.modules)"
+        "import sys, semassoc.cli, semassoc.api; print('torch' in sys.modules, 'sentence_transformers' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]

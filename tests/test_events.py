@@ -171,13 +171,20 @@ def test_strict_mode_names_file_row_and_field(tmp_path: Path) -> None:
     with pytest.raises(InvalidInput) as info:
         load_events(path)
     message = str(info.value)
-    assert "5 bad row(s), nothing loaded" in message
-    # rows are line numbers, the header being row 1; the blank line 7 still counts
-    assert f"{path}: row 3, field 'product_id': empty product id" in message
-    assert f"{path}: row 4, field 'timestamp': bad timestamp 'not a time'" in message
-    assert f"{path}: row 5, field 'quantity': bad quantity 'lots'" in message
-    assert f"{path}: row 6, field 'row': wrong number of fields" in message
-    assert f"{path}: row 9, field 'user_id': empty user id" in message
+    # one line: the first problem, how many more, nothing loaded
+    assert message == (
+        f"{path}: row 3, field 'product_id': empty product id; 4 more bad row(s); nothing loaded "
+        "(--on-error skip loads the good rows)"
+    )
+    # every problem is listed in skip mode; rows are line numbers, the header being row 1; blank line 7 still counts
+    problems = [str(p) for p in load_events(path, on_error="skip").skipped.problems]
+    assert problems == [
+        f"{path}: row 3, field 'product_id': empty product id",
+        f"{path}: row 4, field 'timestamp': bad timestamp 'not a time'",
+        f"{path}: row 5, field 'quantity': bad quantity 'lots'",
+        f"{path}: row 6, field 'row': wrong number of fields: 'u3,d,2024-01-01 10:04:00,1,extra'",
+        f"{path}: row 9, field 'user_id': empty user id",
+    ]
 
 
 def test_skip_mode_keeps_good_rows_and_summarises(tmp_path: Path) -> None:
