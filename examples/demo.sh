@@ -13,4 +13,7 @@ for product in 85123A 22423 84879; do
   semassoc similar "$product" -k 5
 done
 semassoc search "christmas tree decoration" -k 5 --max-price 2
+semassoc behavior build "$data/invoices.parquet" --preset online-retail
+semassoc complements 85123A -k 5 --min-count 20
+semassoc rules "$data/invoices.parquet" --preset online-retail --min-support 0.02 --min-confidence 0.5 --top 5
 semassoc info

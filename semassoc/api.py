@@ -15,11 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from semassoc.catalog import CatalogColumns, OnError, Product, RowProblem, read_catalog
+from semassoc.behaviour import METRICS, BehaviourStats, Neighbour
+from semassoc.catalog import CatalogColumns, OnError, Product, read_catalog
 from semassoc.encoder import Encoder, LazyEncoder, VectorCache, encode_with_cache, read_max_seq_length
-from semassoc.errors import InvalidInput, NotFound
+from semassoc.errors import InvalidInput, NotFound, RowProblem
+from semassoc.events import Events, LoadOptions
 from semassoc.prompts import PromptSet, text_hash
 from semassoc.results import ScoredItem, public_attributes
+from semassoc.rules import Rule, mine_rules, write_rules
 from semassoc.store import Hit, ProductFilter
 from semassoc.workspace import MANIFEST, Workspace, resolve_workspace_path
 
@@ -406,9 +409,21 @@ class WorkspaceInfo:
 def info(
     *, workspace: str | Path | None = None, qdrant_url: str | None = None, store_client: Any = None
 ) -> WorkspaceInfo:
-    """Describe the workspace: store, encoder, template digest and counts."""
+    """Describe the workspace: store, encoder, template digest, counts, and behaviour statistics when built."""
     with Workspace.open(workspace, qdrant_url=qdrant_url, store_client=store_client) as ws:
         m = ws.manifest
+        sections: dict[str, dict[str, Any]] = {}
+        if (ws.behaviour_dir / "manifest.json").is_file():
+            b = BehaviourStats.open(ws.behaviour_dir).info()
+            sections["behaviour"] = {
+                "baskets": b.baskets,
+                "items": b.items,
+                "pairs": b.pairs,
+                "min_count": b.min_count,
+                "event_types": ",".join(b.event_types) if b.event_types else "all",
+                "sources": len(b.sources),
+                "last update": b.last_update.replace(microsecond=0).isoformat(),
+            }
         return WorkspaceInfo(
             workspace=str(ws.path),
             store=m.store.kind,
@@ -423,7 +438,218 @@ def info(
             created=m.created,
             updated=m.updated,
             last_index=m.last_index,
+            sections=sections,
         )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Behaviour: pair statistics, complements, rules
+
+
+@dataclass
+class BehaviorReport:
+    """What ``behavior build`` / ``behavior update`` did."""
+
+    workspace: str
+    sources: list[str]
+    rows_read: int
+    rows_used: int
+    skipped_rows: int
+    skipped: list[RowProblem]
+    filtered: dict[str, int]
+    baskets: int
+    items: int
+    pairs: int
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dict(self.__dict__)
+        data["skipped"] = [str(p) for p in self.skipped]
+        return data
+
+
+def _load_all(paths: Sequence[str | Path], options: LoadOptions) -> list[Events]:
+    if not paths:
+        raise InvalidInput("no events file given")
+    return [options.load(p) for p in paths]
+
+
+def _behavior_report(ws: Workspace, parts: list[Events], stats: BehaviourStats, started: float) -> BehaviorReport:
+    b = stats.info()
+    return BehaviorReport(
+        workspace=str(ws.path),
+        sources=[s for p in parts for s in p.sources],
+        rows_read=sum(p.rows_read for p in parts),
+        rows_used=sum(len(p) for p in parts),
+        skipped_rows=sum(p.skipped.rows for p in parts),
+        skipped=[problem for p in parts for problem in p.skipped.problems],
+        filtered={k: sum(p.filtered.get(k, 0) for p in parts) for p in parts for k in p.filtered},
+        baskets=b.baskets,
+        items=b.items,
+        pairs=b.pairs,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def build_behavior(
+    events: str | Path | Sequence[str | Path],
+    *,
+    workspace: str | Path | None = None,
+    options: LoadOptions | None = None,
+    min_count: int = 2,
+    top_k: int | None = None,
+    weighted: bool = False,
+    event_types: Sequence[str] | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> BehaviorReport:
+    """Count every product pair in one or more events files and store the statistics in the workspace.
+
+    Replaces earlier statistics. All files are validated before anything is written (strict mode).
+
+    Args:
+        events: events file(s): CSV, JSONL or Parquet with a product id and a basket/order/session id (or a user id
+            and a timestamp, cut into sessions by inactivity).
+        workspace: workspace directory (created when missing).
+        options: how to read the files (columns, filters, weights, session gap); stored for ``update_behavior``.
+        min_count: default minimum number of shared baskets for a pair to count.
+        top_k: keep only each product's top-k neighbours (very large catalogs); None keeps every pair.
+        weighted: cosine uses event weights instead of presence.
+        event_types: count only these event types (e.g. ``["purchase"]``).
+        progress: called as ``progress(stage, step, steps)``.
+    """
+    started = time.perf_counter()
+    options = options or LoadOptions()
+    parts = _load_all([events] if isinstance(events, (str, Path)) else list(events), options)
+    with Workspace.create_or_open(workspace) as ws:
+        stats = BehaviourStats.build(
+            parts,
+            ws.behaviour_dir,
+            min_count=min_count,
+            top_k=top_k,
+            weighted=weighted,
+            event_types=event_types,
+            progress=progress,
+        )
+        ws.manifest.behaviour = {"load_options": options.to_dict()}
+        ws.save()
+        return _behavior_report(ws, parts, stats, started)
+
+
+def update_behavior(
+    events: str | Path | Sequence[str | Path],
+    *,
+    workspace: str | Path | None = None,
+    options: LoadOptions | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> BehaviorReport:
+    """Add new events files to the statistics; the result equals a build on all files together.
+
+    Args:
+        events: the new file(s). A file already counted (same content) is refused.
+        options: how to read them; default: the options the statistics were built with.
+    """
+    started = time.perf_counter()
+    with Workspace.open(workspace, writer=True) as ws:
+        stats = BehaviourStats.open(ws.behaviour_dir)
+        stored = ws.manifest.behaviour.get("load_options")
+        options = options or (LoadOptions.from_dict(stored) if stored else LoadOptions())
+        parts = _load_all([events] if isinstance(events, (str, Path)) else list(events), options)
+        stats = stats.update(parts, progress=progress)
+        ws.save()
+        return _behavior_report(ws, parts, stats, started)
+
+
+def _complement_item(n: Neighbour, metric: str, payload: dict[str, Any] | None) -> ScoredItem:
+    return ScoredItem(
+        product_id=n.item,
+        title=str((payload or {}).get("title", "")),
+        score=float(getattr(n, metric)),
+        signals={"count": float(n.count), "confidence": n.confidence, "lift": n.lift, "npmi": n.npmi},
+        explanation=f"bought together in {n.count} baskets (lift {n.lift:.1f}, confidence {n.confidence:.2f})",
+        attributes=public_attributes(payload or {}),
+    )
+
+
+def complements(
+    product_id: str,
+    *,
+    workspace: str | Path | None = None,
+    k: int = 10,
+    metric: str = "lift",
+    min_count: int | None = None,
+    filter: ProductFilter | None = None,
+    qdrant_url: str | None = None,
+    store_client: Any = None,
+) -> list[ScoredItem]:
+    """Products bought together with ``product_id`` ("bought A, also bought B"), best first by ``metric``.
+
+    Reads one row of the stored pair statistics; titles and attributes come from the indexed catalog when there is
+    one. Filters on category, brand, price or stock need the catalog: products without those attributes fail them.
+
+    Raises:
+        NotFound: no behaviour statistics, or the product is in no counted basket.
+    """
+    _check_k(k)
+    if metric not in METRICS:
+        raise InvalidInput(f"unknown metric {metric!r}; choose from {', '.join(METRICS)}")
+    flt = (filter or ProductFilter()).with_excluded([product_id])
+    with Workspace.open(workspace, qdrant_url=qdrant_url, store_client=store_client) as ws:
+        stats = BehaviourStats.open(ws.behaviour_dir)
+        needs_payload = flt != ProductFilter(exclude=flt.exclude)
+        candidates = stats.neighbours(
+            product_id,
+            k=stats.info().items if needs_payload else k + len(flt.exclude),
+            metric=metric,
+            min_count=min_count,
+        )
+        candidates = [n for n in candidates if n.item not in flt.exclude]
+        has_catalog = ws.manifest.encoder_id is not None
+        wanted = [n.item for n in (candidates if needs_payload else candidates[:k])]
+        stored = ws.store.retrieve(wanted) if has_catalog else {}
+        payloads = {pid: product.payload for pid, product in stored.items()}
+        if needs_payload:
+            candidates = [n for n in candidates if flt.matches(payloads.get(n.item, {"product_id": n.item}))]
+    return [_complement_item(n, metric, payloads.get(n.item)) for n in candidates[:k]]
+
+
+@dataclass
+class RulesReport:
+    """Rules mined by ``rules``, and where they were written."""
+
+    rules: list[Rule]
+    baskets: int
+    out: str | None
+    seconds: float
+
+
+def rules(
+    events: str | Path | Sequence[str | Path],
+    *,
+    options: LoadOptions | None = None,
+    min_support: float = 0.01,
+    min_confidence: float = 0.5,
+    min_len: int = 2,
+    max_len: int = 10,
+    out: str | Path | None = None,
+    sort_by: str = "lift",
+) -> RulesReport:
+    """Association rules of any length (arules semantics) from events files, optionally written to a file.
+
+    Args:
+        events: events file(s), read with ``options``.
+        min_support, min_confidence, min_len, max_len: as in arules' ``apriori`` (min_len counts lhs and rhs).
+        out: write the rules here (.csv, .parquet or .jsonl); None writes nothing.
+        sort_by: ``lift``, ``confidence``, ``support``, ``count`` or ``coverage`` (descending).
+    """
+    started = time.perf_counter()
+    if sort_by not in ("lift", "confidence", "support", "count", "coverage"):
+        raise InvalidInput(f"cannot sort rules by {sort_by!r}; use lift, confidence, support, count or coverage")
+    parts = _load_all([events] if isinstance(events, (str, Path)) else list(events), options or LoadOptions())
+    joined = Events.concat(parts)
+    found = mine_rules(joined, min_support, min_confidence, min_len, max_len)
+    found.sort(key=lambda r: (-getattr(r, sort_by), -r.lift, r.lhs, r.rhs))
+    written = str(write_rules(found, out)) if out is not None else None
+    return RulesReport(rules=found, baskets=joined.n_baskets, out=written, seconds=time.perf_counter() - started)
 
 
 def _check_k(k: int) -> None:

@@ -19,7 +19,8 @@ from rich.table import Table
 
 from semassoc import api
 from semassoc.catalog import CatalogColumns
-from semassoc.errors import SemassocError
+from semassoc.errors import InvalidInput, SemassocError
+from semassoc.events import EventColumns, EventFilters, LoadOptions
 from semassoc.results import ScoredItem
 from semassoc.store import ProductFilter
 from semassoc.workspace import ENV_QDRANT_URL, ENV_WORKSPACE
@@ -384,6 +385,339 @@ def info(workspace: Workspace = None, qdrant_url: QdrantUrl = None, as_json: AsJ
     for key, value in rows:
         table.add_row(key, str(value))
     out.print(table)
+
+
+# -- behaviour --------------------------------------------------------------------------------------------------
+behavior_app = typer.Typer(
+    help="Build and update behaviour statistics (what is bought together) from events files.", no_args_is_help=True
+)
+app.add_typer(behavior_app, name="behavior")
+
+EventsFiles = Annotated[list[Path], typer.Argument(help="Events file(s): .csv, .tsv, .jsonl or .parquet.")]
+ItemColumn = Annotated[str | None, typer.Option("--item-column", help="Product id column [default: detected].")]
+BasketColumn = Annotated[
+    str | None, typer.Option("--basket-column", help="Order/basket/session id column [default: detected].")
+]
+UserColumn = Annotated[str | None, typer.Option("--user-column", help="User id column [default: detected].")]
+TimeColumn = Annotated[str | None, typer.Option("--timestamp-column", help="Event time column [default: detected].")]
+TypeColumn = Annotated[str | None, typer.Option("--event-type-column", help="Event type column [default: detected].")]
+QuantityColumn = Annotated[str | None, typer.Option("--quantity-column", help="Quantity column [default: detected].")]
+SessionGap = Annotated[
+    float, typer.Option("--session-gap", min=0.001, help="Minutes of inactivity that end a session (no basket id).")
+]
+Weights = Annotated[
+    list[str] | None,
+    typer.Option("--weight", help="Event type weight, TYPE=W (repeatable) [default: view=1 cart=3 purchase=5]."),
+]
+HalfLife = Annotated[float | None, typer.Option("--half-life", min=0.001, help="Time-decay half-life in days.")]
+Preset = Annotated[
+    str | None, typer.Option("--preset", help="Cleaning preset: 'online-retail' (cancellations, non-product codes).")
+]
+CancelPrefix = Annotated[
+    str | None, typer.Option("--cancellation-prefix", help="Drop baskets whose id starts with this (e.g. C).")
+]
+ExcludeItems = Annotated[
+    list[str] | None, typer.Option("--exclude-items", help="Product ids that are not products (repeatable, commas).")
+]
+ExcludePattern = Annotated[str | None, typer.Option("--exclude-pattern", help="Regex of product ids to drop.")]
+KeepNonPositive = Annotated[bool, typer.Option("--keep-nonpositive", help="Keep rows with quantity <= 0.")]
+OnError = Annotated[
+    OnErrorChoice, typer.Option("--on-error", help="strict: any bad row stops the run; skip: drop bad rows, list them.")
+]
+
+
+def _load_options(
+    item_column: str | None,
+    basket_column: str | None,
+    user_column: str | None,
+    timestamp_column: str | None,
+    event_type_column: str | None,
+    quantity_column: str | None,
+    session_gap: float,
+    weight: list[str] | None,
+    half_life: float | None,
+    preset: str | None,
+    cancellation_prefix: str | None,
+    exclude_items: list[str] | None,
+    exclude_pattern: str | None,
+    keep_nonpositive: bool,
+    on_error: OnErrorChoice,
+) -> LoadOptions:
+    if preset not in (None, "online-retail"):
+        raise InvalidInput(f"--preset {preset}: the only preset is 'online-retail'")
+    base = EventFilters.online_retail() if preset else EventFilters()
+    listed = {p.strip() for value in exclude_items or [] for p in value.split(",") if p.strip()}
+    filters = EventFilters(
+        drop_nonpositive_quantity=not keep_nonpositive,
+        cancellation_prefix=cancellation_prefix or base.cancellation_prefix,
+        excluded_items=frozenset(base.excluded_items | listed),
+        excluded_item_pattern=exclude_pattern or base.excluded_item_pattern,
+    )
+    weights = None
+    if weight:
+        weights = {}
+        for pair in weight:
+            name, _, value = pair.partition("=")
+            try:
+                weights[name.strip().lower()] = float(value)
+            except ValueError:
+                raise InvalidInput(f"--weight {pair!r}: expected TYPE=NUMBER, e.g. purchase=5") from None
+    return LoadOptions(
+        columns=EventColumns(
+            item_column, basket_column, user_column, timestamp_column, event_type_column, quantity_column
+        ),
+        session_gap_minutes=session_gap,
+        weights=weights,
+        half_life_days=half_life,
+        filters=filters,
+        on_error=on_error.value,
+    )
+
+
+def _print_behavior(report: api.BehaviorReport, as_json: bool, verb: str) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(report.to_dict(), ensure_ascii=False) + "\n")
+        return
+    filtered = ", ".join(f"{count} {reason}" for reason, count in report.filtered.items())
+    out.print(
+        f"{verb} behaviour statistics in {report.workspace}: [bold]{report.baskets}[/] baskets, {report.items} "
+        f"products, {report.pairs} pairs; read {report.rows_read} rows, used {report.rows_used}"
+        + (f" (filtered: {filtered})" if filtered else "")
+        + f", in {report.seconds:.1f} s",
+        highlight=False,
+        soft_wrap=True,
+    )
+    if report.skipped_rows:
+        err.print(f"[yellow]skipped {report.skipped_rows} bad rows[/], first ones:")
+        for problem in report.skipped[:20]:
+            err.print(f"  {problem}", highlight=False, markup=False, soft_wrap=True)
+
+
+@behavior_app.command("build")
+@_errors
+def behavior_build(
+    events: EventsFiles,
+    workspace: Workspace = None,
+    min_count: Annotated[int, typer.Option("--min-count", min=1, help="Fewest shared baskets for a pair.")] = 2,
+    top_k: Annotated[
+        int | None, typer.Option("--top-k", min=1, help="Keep only each product's top-k neighbours (huge catalogs).")
+    ] = None,
+    weighted: Annotated[bool, typer.Option("--weighted", help="Cosine uses event weights, not presence.")] = False,
+    event_type: Annotated[
+        list[str] | None, typer.Option("--event-type", help="Count only this event type (repeatable).")
+    ] = None,
+    item_column: ItemColumn = None,
+    basket_column: BasketColumn = None,
+    user_column: UserColumn = None,
+    timestamp_column: TimeColumn = None,
+    event_type_column: TypeColumn = None,
+    quantity_column: QuantityColumn = None,
+    session_gap: SessionGap = 30.0,
+    weight: Weights = None,
+    half_life: HalfLife = None,
+    preset: Preset = None,
+    cancellation_prefix: CancelPrefix = None,
+    exclude_items: ExcludeItems = None,
+    exclude_pattern: ExcludePattern = None,
+    keep_nonpositive: KeepNonPositive = False,
+    on_error: OnError = OnErrorChoice.strict,
+    as_json: AsJson = False,
+) -> None:
+    """Count what is bought together in events files (replaces earlier statistics).
+
+    Example: semassoc behavior build examples/online_retail/invoices.parquet --preset online-retail
+    """
+    options = _load_options(
+        item_column,
+        basket_column,
+        user_column,
+        timestamp_column,
+        event_type_column,
+        quantity_column,
+        session_gap,
+        weight,
+        half_life,
+        preset,
+        cancellation_prefix,
+        exclude_items,
+        exclude_pattern,
+        keep_nonpositive,
+        on_error,
+    )
+    report = api.build_behavior(
+        events,
+        workspace=workspace,
+        options=options,
+        min_count=min_count,
+        top_k=top_k,
+        weighted=weighted,
+        event_types=event_type,
+    )
+    _print_behavior(report, as_json, "built")
+
+
+@behavior_app.command("update")
+@_errors
+def behavior_update(
+    events: EventsFiles,
+    workspace: Workspace = None,
+    on_error: Annotated[
+        OnErrorChoice | None, typer.Option("--on-error", help="Override the stored strict/skip setting.")
+    ] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Add new events files to the statistics, read with the options of the build (equals a full rebuild).
+
+    Example: semassoc behavior update invoices_2011-01.parquet
+    """
+    options = None
+    if on_error is not None:
+        from dataclasses import replace
+
+        stored = api.Workspace.open(workspace).manifest.behaviour.get("load_options") or {}
+        options = replace(LoadOptions.from_dict(stored), on_error=on_error.value)
+    report = api.update_behavior(events, workspace=workspace, options=options)
+    _print_behavior(report, as_json, "updated")
+
+
+@app.command()
+@_errors
+def complements(
+    product_id: Annotated[str, typer.Argument(help="The product to find bought-together products for.")],
+    workspace: Workspace = None,
+    k: TopK = 10,
+    metric: Annotated[
+        str, typer.Option("--metric", help="Rank by lift, count, confidence, npmi, cosine, ...")
+    ] = "lift",
+    min_count: Annotated[int | None, typer.Option("--min-count", min=1, help="Fewest shared baskets.")] = None,
+    category: Category = None,
+    brand: Brand = None,
+    min_price: MinPrice = None,
+    max_price: MaxPrice = None,
+    in_stock: InStock = False,
+    exclude: Exclude = None,
+    qdrant_url: QdrantUrl = None,
+    as_json: AsJson = False,
+) -> None:
+    """Products bought together with PRODUCT_ID, with count, confidence and lift per row.
+
+    Example: semassoc complements 85123A -k 5 --metric lift --min-count 5
+    """
+    items = api.complements(
+        product_id,
+        workspace=workspace,
+        k=k,
+        metric=metric,
+        min_count=min_count,
+        filter=_filter(category, brand, min_price, max_price, in_stock, exclude),
+        qdrant_url=qdrant_url,
+    )
+    if as_json:
+        _print_items(items, True, "")
+        return
+    if not items:
+        err.print("no products match")
+        return
+    table = Table(title=f"bought with {product_id} (by {metric})", title_justify="left")
+    for name, justify in (
+        ("#", "right"),
+        ("product", "left"),
+        ("title", "left"),
+        ("count", "right"),
+        ("confidence", "right"),
+        ("lift", "right"),
+    ):
+        table.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
+    for rank, item in enumerate(items, start=1):
+        s = item.signals
+        table.add_row(
+            str(rank), item.product_id, item.title, f"{s['count']:.0f}", f"{s['confidence']:.3f}", f"{s['lift']:.2f}"
+        )
+    out.print(table)
+
+
+@app.command()
+@_errors
+def rules(
+    events: EventsFiles,
+    min_support: Annotated[float, typer.Option("--min-support", min=0.0, max=1.0, help="Share of baskets.")] = 0.01,
+    min_confidence: Annotated[float, typer.Option("--min-confidence", min=0.0, max=1.0)] = 0.5,
+    min_len: Annotated[int, typer.Option("--min-len", min=1, help="Fewest items in lhs + rhs.")] = 2,
+    max_len: Annotated[int, typer.Option("--max-len", min=1, help="Most items in lhs + rhs.")] = 10,
+    out_file: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Write all rules to .csv, .parquet or .jsonl.")
+    ] = None,
+    sort: Annotated[str, typer.Option("--sort", help="lift, confidence, support, count or coverage.")] = "lift",
+    top: Annotated[int, typer.Option("--top", min=0, help="Rules shown in the table.")] = 20,
+    item_column: ItemColumn = None,
+    basket_column: BasketColumn = None,
+    user_column: UserColumn = None,
+    timestamp_column: TimeColumn = None,
+    event_type_column: TypeColumn = None,
+    quantity_column: QuantityColumn = None,
+    session_gap: SessionGap = 30.0,
+    preset: Preset = None,
+    cancellation_prefix: CancelPrefix = None,
+    exclude_items: ExcludeItems = None,
+    exclude_pattern: ExcludePattern = None,
+    keep_nonpositive: KeepNonPositive = False,
+    on_error: OnError = OnErrorChoice.strict,
+    as_json: AsJson = False,
+) -> None:
+    """Mine association rules of any length (arules semantics) and show the top ones.
+
+    Example: semassoc rules examples/online_retail/invoices.parquet --preset online-retail --min-support 0.01
+    """
+    options = _load_options(
+        item_column,
+        basket_column,
+        user_column,
+        timestamp_column,
+        event_type_column,
+        quantity_column,
+        session_gap,
+        None,
+        None,
+        preset,
+        cancellation_prefix,
+        exclude_items,
+        exclude_pattern,
+        keep_nonpositive,
+        on_error,
+    )
+    report = api.rules(
+        events,
+        options=options,
+        min_support=min_support,
+        min_confidence=min_confidence,
+        min_len=min_len,
+        max_len=max_len,
+        out=out_file,
+        sort_by=sort,
+    )
+    if as_json:
+        for rule in report.rules[:top] if out_file else report.rules:
+            sys.stdout.write(json.dumps(rule.as_dict(), ensure_ascii=False) + "\n")
+        return
+    table = Table(
+        title=f"{len(report.rules)} rules from {report.baskets} baskets (top {min(top, len(report.rules))} by {sort})",
+        title_justify="left",
+    )
+    for name in ("lhs", "rhs", "support", "confidence", "coverage", "lift", "count"):
+        table.add_column(name, justify="left" if name in ("lhs", "rhs") else "right", overflow="fold")
+    for rule in report.rules[:top]:
+        table.add_row(
+            "{" + ", ".join(rule.lhs) + "}",
+            "{" + ", ".join(rule.rhs) + "}",
+            f"{rule.support:.4f}",
+            f"{rule.confidence:.3f}",
+            f"{rule.coverage:.4f}",
+            f"{rule.lift:.2f}",
+            str(rule.count),
+        )
+    out.print(table)
+    if report.out:
+        out.print(f"wrote {len(report.rules)} rules to {report.out}", highlight=False, soft_wrap=True)
 
 
 def main() -> None:

@@ -39,7 +39,7 @@ __all__ = [
     "EventColumns",
     "EventFilters",
     "Events",
-    "RowProblem",
+    "LoadOptions",
     "SkipSummary",
     "events_from_baskets",
     "load_events",
@@ -913,6 +913,63 @@ def load_events(
         skipped=skipped,
         filtered=filtered,
     )
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How to read an events file: everything ``load_events`` takes, as one value that can live in a manifest.
+
+    ``behavior update`` reuses the options ``behavior build`` stored, so every file of a workspace is read alike.
+    """
+
+    columns: EventColumns = field(default_factory=EventColumns)
+    session_gap_minutes: float = 30.0
+    weights: Mapping[str, float] | None = None
+    half_life_days: float | None = None
+    filters: EventFilters = field(default_factory=EventFilters)
+    on_error: Literal["strict", "skip"] = "strict"
+
+    def load(self, path: str | Path) -> Events:
+        """Read one events file with these options."""
+        return load_events(
+            path,
+            self.columns,
+            session_gap=timedelta(minutes=self.session_gap_minutes),
+            weights=self.weights,
+            half_life=None if self.half_life_days is None else timedelta(days=self.half_life_days),
+            filters=self.filters,
+            on_error=self.on_error,
+        )
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready form (for the workspace manifest)."""
+        return {
+            "columns": {f.name: getattr(self.columns, f.name) for f in fields(self.columns)},
+            "session_gap_minutes": self.session_gap_minutes,
+            "weights": None if self.weights is None else dict(self.weights),
+            "half_life_days": self.half_life_days,
+            "filters": {
+                "drop_nonpositive_quantity": self.filters.drop_nonpositive_quantity,
+                "cancellation_prefix": self.filters.cancellation_prefix,
+                "excluded_items": sorted(self.filters.excluded_items),
+                "excluded_item_pattern": self.filters.excluded_item_pattern,
+            },
+            "on_error": self.on_error,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> LoadOptions:
+        """Inverse of :meth:`to_dict`."""
+        filters = dict(data.get("filters") or {})  # type: ignore[call-overload]
+        filters["excluded_items"] = frozenset(filters.get("excluded_items") or ())
+        return cls(
+            columns=EventColumns(**dict(data.get("columns") or {})),  # type: ignore[call-overload]
+            session_gap_minutes=float(data.get("session_gap_minutes", 30.0)),  # type: ignore[arg-type]
+            weights=data.get("weights"),  # type: ignore[arg-type]
+            half_life_days=data.get("half_life_days"),  # type: ignore[arg-type]
+            filters=EventFilters(**filters),
+            on_error=data.get("on_error", "strict"),  # type: ignore[arg-type]
+        )
 
 
 def _strict_message(first: RowProblem, count: int) -> str:

@@ -61,6 +61,7 @@ class Manifest:
     created: str = field(default_factory=now_iso)
     updated: str | None = None
     last_index: dict[str, Any] = field(default_factory=dict)
+    behaviour: dict[str, Any] = field(default_factory=dict)  # how events were read and counted (LoadOptions...)
 
     @classmethod
     def read(cls, path: Path) -> Manifest:
@@ -184,6 +185,11 @@ class Workspace:
                     client=self._store_client,
                 )
         return self._store
+
+    @property
+    def behaviour_dir(self) -> Path:
+        """Where the behaviour statistics live."""
+        return self.path / "behaviour"
 
     def check_encoder(self, encoder_id: str) -> None:
         """Refuse an encoder other than the one that built the workspace."""
