@@ -346,8 +346,18 @@ def _neighbour_lists(
         cols, pair = cols[selected], pair[selected]
         if wdot is not None:
             wdot = wdot[selected]
-    count_dtype = np.int32 if n_baskets < np.iinfo(np.int32).max else np.int64
-    return indptr, cols.astype(np.int32), pair.astype(count_dtype), wdot
+    count_dtype = _narrow_unsigned(int(counts.max(initial=0)))
+    index_dtype = _narrow_unsigned(max(pairs.shape[0] - 1, 0))
+    return indptr, cols.astype(index_dtype), pair.astype(count_dtype), wdot
+
+
+def _narrow_unsigned(largest: int) -> type[np.unsignedinteger]:
+    """The smallest unsigned type holding ``largest``: counts and column indices go to disk as narrow as they fit
+    (a pair count never exceeds its products' basket counts), which halves what a build writes on typical data."""
+    for dtype in (np.uint16, np.uint32):
+        if largest <= np.iinfo(dtype).max:
+            return dtype
+    return np.uint64
 
 
 def _atomic_replace(directory: Path, write: Callable[[Path], None]) -> None:
@@ -585,7 +595,7 @@ class BehaviourStats:
         row = self._index(item_id)
         start, end = int(self._indptr[row]), int(self._indptr[row + 1])
         cols = np.asarray(self._indices[start:end], dtype=np.int64)
-        pair = np.asarray(self._counts[start:end])
+        pair = np.asarray(self._counts[start:end], dtype=np.int64)
         keep = pair >= min_count
         cols, pair = cols[keep], pair[keep]
         if cols.size == 0:
@@ -678,8 +688,10 @@ class _State:
         item_ids = np.load(directory / "item_ids.npy").astype(object)
         size = item_ids.shape[0]
         indptr = np.load(directory / "pairs_indptr.npy")
-        indices = np.load(directory / "pairs_indices.npy")
-        pairs = sp.csr_matrix((np.load(directory / "pairs_counts.npy"), indices, indptr), shape=(size, size))
+        # Back from the narrow on-disk types: scipy wants int32/int64 indices, and sums must not overflow.
+        indices = np.load(directory / "pairs_indices.npy").astype(np.int32)
+        counts = np.load(directory / "pairs_counts.npy").astype(np.int64)
+        pairs = sp.csr_matrix((counts, indices, indptr), shape=(size, size))
         weighted_pairs = wnorm2 = None
         if weighted:
             wdot = np.load(directory / "pairs_wdot.npy")
@@ -745,14 +757,15 @@ class _State:
             "last_update": updated.isoformat(),
             "sources": [list(s) for s in sources],
         }
-        count_dtype = np.int32 if self.baskets < np.iinfo(np.int32).max else np.int64
+        count_dtype = _narrow_unsigned(int(self.item_counts.max(initial=0)))
+        index_dtype = _narrow_unsigned(max(self.item_ids.shape[0] - 1, 0))
 
         def write_files(tmp: Path) -> None:
             width = max((len(s) for s in self.item_ids.tolist()), default=1)
             np.save(tmp / "item_ids.npy", self.item_ids.astype(f"<U{width}"))
             np.save(tmp / "item_counts.npy", self.item_counts.astype(np.int64))
             np.save(tmp / "pairs_indptr.npy", self.pairs.indptr.astype(np.int64))
-            np.save(tmp / "pairs_indices.npy", self.pairs.indices.astype(np.int32))
+            np.save(tmp / "pairs_indices.npy", self.pairs.indices.astype(index_dtype))
             np.save(tmp / "pairs_counts.npy", self.pairs.data.astype(count_dtype))
             if self.weighted_pairs is not None:
                 np.save(tmp / "pairs_wdot.npy", self.weighted_pairs.data.astype(np.float64))
