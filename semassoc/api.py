@@ -15,15 +15,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from semassoc.behaviour import METRICS, BehaviourStats, Neighbour
+from semassoc.behaviour import BehaviourStats
 from semassoc.catalog import CatalogColumns, OnError, Product, read_catalog
 from semassoc.encoder import Encoder, LazyEncoder, VectorCache, encode_with_cache, read_max_seq_length
 from semassoc.errors import InvalidInput, NotFound, RowProblem
 from semassoc.events import Events, LoadOptions
 from semassoc.prompts import PromptSet, text_hash
-from semassoc.results import ScoredItem, public_attributes
+from semassoc.related import RelatedEngine, check_k, text_item
+from semassoc.results import ScoredItem
 from semassoc.rules import Rule, mine_rules, write_rules
-from semassoc.store import Hit, ProductFilter
+from semassoc.store import ProductFilter
 from semassoc.workspace import MANIFEST, Workspace, resolve_workspace_path
 
 #: progress(advance, total): ``advance`` more products finished out of ``total`` to process.
@@ -284,17 +285,6 @@ def _render(product: Product, prompt_set: PromptSet, max_seq_length: int | None)
 # Queries
 
 
-def _item(hit: Hit, explanation: str) -> ScoredItem:
-    return ScoredItem(
-        product_id=hit.product_id,
-        title=str(hit.payload.get("title", "")),
-        score=hit.score,
-        signals={"text": hit.score},
-        explanation=explanation,
-        attributes=public_attributes(hit.payload),
-    )
-
-
 def similar(
     product_id: str,
     *,
@@ -312,15 +302,8 @@ def similar(
     Raises:
         NotFound: the product is not in the workspace.
     """
-    _check_k(k)
     with Workspace.open(workspace, qdrant_url=qdrant_url, store_client=store_client) as ws:
-        seed = ws.store.retrieve([product_id], with_vectors=True).get(product_id)
-        if seed is None or seed.vector is None:
-            raise NotFound(f"product '{product_id}' is not in the workspace {ws.path}")
-        hits = ws.store.search(
-            seed.vector, limit=k, filter=(filter or ProductFilter()).with_excluded([product_id]), exact=exact
-        )
-    return [_item(h, f"text similarity {h.score:.2f}") for h in hits]
+        return RelatedEngine(ws).similar(product_id, k=k, filter=filter, exact=exact)
 
 
 def search(
@@ -340,7 +323,7 @@ def search(
     Raises:
         EncoderMismatch: ``model`` (or ``encoder``) is not the encoder that built the workspace.
     """
-    _check_k(k)
+    check_k(k)
     if not query.strip():
         raise InvalidInput("the search text is empty")
     with Workspace.open(workspace, qdrant_url=qdrant_url, store_client=store_client) as ws:
@@ -350,7 +333,7 @@ def search(
         text = PromptSet.load(ws.manifest.prompts_dir).render_query(query, ws.manifest.max_seq_length)
         vector = encoder.encode([text])[0]
         hits = ws.store.search(vector, limit=k, filter=filter, exact=exact)
-    return [_item(h, f"matches the query (text {h.score:.2f})") for h in hits]
+    return [text_item(h, f"matches the query (text {h.score:.2f})") for h in hits]
 
 
 @dataclass
@@ -559,17 +542,6 @@ def update_behavior(
         return _behavior_report(ws, parts, stats, started)
 
 
-def _complement_item(n: Neighbour, metric: str, payload: dict[str, Any] | None) -> ScoredItem:
-    return ScoredItem(
-        product_id=n.item,
-        title=str((payload or {}).get("title", "")),
-        score=float(getattr(n, metric)),
-        signals={"count": float(n.count), "confidence": n.confidence, "lift": n.lift, "npmi": n.npmi},
-        explanation=f"bought together in {n.count} baskets (lift {n.lift:.1f}, confidence {n.confidence:.2f})",
-        attributes=public_attributes(payload or {}),
-    )
-
-
 def complements(
     product_id: str,
     *,
@@ -589,27 +561,8 @@ def complements(
     Raises:
         NotFound: no behaviour statistics, or the product is in no counted basket.
     """
-    _check_k(k)
-    if metric not in METRICS:
-        raise InvalidInput(f"unknown metric {metric!r}; choose from {', '.join(METRICS)}")
-    flt = (filter or ProductFilter()).with_excluded([product_id])
     with Workspace.open(workspace, qdrant_url=qdrant_url, store_client=store_client) as ws:
-        stats = BehaviourStats.open(ws.behaviour_dir)
-        needs_payload = flt != ProductFilter(exclude=flt.exclude)
-        candidates = stats.neighbours(
-            product_id,
-            k=stats.info().items if needs_payload else k + len(flt.exclude),
-            metric=metric,
-            min_count=min_count,
-        )
-        candidates = [n for n in candidates if n.item not in flt.exclude]
-        has_catalog = ws.manifest.encoder_id is not None
-        wanted = [n.item for n in (candidates if needs_payload else candidates[:k])]
-        stored = ws.store.retrieve(wanted) if has_catalog else {}
-        payloads = {pid: product.payload for pid, product in stored.items()}
-        if needs_payload:
-            candidates = [n for n in candidates if flt.matches(payloads.get(n.item, {"product_id": n.item}))]
-    return [_complement_item(n, metric, payloads.get(n.item)) for n in candidates[:k]]
+        return RelatedEngine(ws).complements(product_id, k=k, metric=metric, min_count=min_count, filter=filter)
 
 
 @dataclass
@@ -650,8 +603,3 @@ def rules(
     found.sort(key=lambda r: (-getattr(r, sort_by), -r.lift, r.lhs, r.rhs))
     written = str(write_rules(found, out)) if out is not None else None
     return RulesReport(rules=found, baskets=joined.n_baskets, out=written, seconds=time.perf_counter() - started)
-
-
-def _check_k(k: int) -> None:
-    if k < 1:
-        raise InvalidInput(f"--k must be at least 1, not {k}")

@@ -555,6 +555,10 @@ class BehaviourStats:
         """
         return int(self._item_counts[self._index(item_id)])
 
+    def item_ids_and_counts(self) -> tuple[np.ndarray, np.ndarray]:
+        """All product ids (sorted) and their basket counts, as arrays (reads two columns, not the pairs)."""
+        return np.asarray(self._item_ids), np.asarray(self._item_counts, dtype=np.int64)
+
     def neighbours(
         self, item_id: str, k: int = 10, metric: str = "lift", min_count: int | None = None
     ) -> list[Neighbour]:
