@@ -20,6 +20,7 @@ from semassoc.catalog import CatalogColumns, OnError, Product, read_catalog
 from semassoc.encoder import Encoder, LazyEncoder, VectorCache, encode_with_cache, read_max_seq_length
 from semassoc.errors import InvalidInput, NotFound, RowProblem
 from semassoc.events import Events, LoadOptions
+from semassoc.fusion import FusionWeights
 from semassoc.prompts import PromptSet, text_hash
 from semassoc.related import RelatedEngine, check_k, text_item
 from semassoc.results import ScoredItem
@@ -563,6 +564,28 @@ def complements(
     """
     with Workspace.open(workspace, qdrant_url=qdrant_url, store_client=store_client) as ws:
         return RelatedEngine(ws).complements(product_id, k=k, metric=metric, min_count=min_count, filter=filter)
+
+
+def related(
+    product_id: str,
+    *,
+    workspace: str | Path | None = None,
+    mode: str = "auto",
+    k: int = 10,
+    filter: ProductFilter | None = None,
+    collapse: str | None = None,
+    weights: FusionWeights | None = None,
+    qdrant_url: str | None = None,
+    store_client: Any = None,
+) -> list[ScoredItem]:
+    """Related products for any product, with per-signal scores and a one-line reason each.
+
+    ``mode``: ``substitutes`` (text), ``complements`` (own and borrowed behaviour, near-duplicates left out) or
+    ``auto`` (fused by the product's behavioural evidence: a new product leans on text and on the behaviour of its
+    text neighbours, a bestseller on its own behaviour). See :meth:`RelatedEngine.related`.
+    """
+    with Workspace.open(workspace, qdrant_url=qdrant_url, store_client=store_client) as ws:
+        return RelatedEngine(ws).related(product_id, mode=mode, k=k, filter=filter, collapse=collapse, weights=weights)
 
 
 @dataclass

@@ -559,6 +559,22 @@ class BehaviourStats:
         """All product ids (sorted) and their basket counts, as arrays (reads two columns, not the pairs)."""
         return np.asarray(self._item_ids), np.asarray(self._item_counts, dtype=np.int64)
 
+    def neighbour_arrays(self, item_id: str, min_count: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One product's row as arrays, for vectorised scoring: (neighbour ids, pair counts, neighbour basket
+        counts), pairs with fewer than ``min_count`` shared baskets left out. Empty arrays for an unknown product.
+
+        Pair with ``item_count(item_id)`` and ``info().baskets`` for any weighting in ``METRICS``.
+        """
+        if item_id not in self:
+            return np.zeros(0, dtype=object), np.zeros(0, np.int64), np.zeros(0, np.int64)
+        row = self._index(item_id)
+        start, end = int(self._indptr[row]), int(self._indptr[row + 1])
+        cols = np.asarray(self._indices[start:end], dtype=np.int64)
+        pair = np.asarray(self._counts[start:end], dtype=np.int64)
+        keep = pair >= (int(self._manifest["min_count"]) if min_count is None else min_count)
+        cols, pair = cols[keep], pair[keep]
+        return self._item_ids[cols].astype(object), pair, np.asarray(self._item_counts[cols], dtype=np.int64)
+
     def neighbours(
         self, item_id: str, k: int = 10, metric: str = "lift", min_count: int | None = None
     ) -> list[Neighbour]:

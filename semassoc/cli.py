@@ -636,6 +636,53 @@ def complements(
     out.print(table)
 
 
+class ModeChoice(str, Enum):
+    auto = "auto"
+    substitutes = "substitutes"
+    complements = "complements"
+
+
+Collapse = Annotated[
+    str | None,
+    typer.Option("--collapse", help="Collapse variants: 'base-code' (85123A ~ 85123B) or a catalog column name."),
+]
+
+
+@app.command()
+@_errors
+def related(
+    product_id: Annotated[str, typer.Argument(help="Any product: a bestseller or one added five minutes ago.")],
+    workspace: Workspace = None,
+    mode: Annotated[
+        ModeChoice, typer.Option("--mode", help="substitutes (instead of), complements (goes with), auto (both).")
+    ] = ModeChoice.auto,
+    k: TopK = 10,
+    collapse: Collapse = None,
+    category: Category = None,
+    brand: Brand = None,
+    min_price: MinPrice = None,
+    max_price: MaxPrice = None,
+    in_stock: InStock = False,
+    exclude: Exclude = None,
+    qdrant_url: QdrantUrl = None,
+    as_json: AsJson = False,
+) -> None:
+    """Related products from text and behaviour fused, with per-signal scores and a reason per row.
+
+    Example: semassoc related 85123A --mode complements -k 5 --collapse base-code
+    """
+    items = api.related(
+        product_id,
+        workspace=workspace,
+        mode=mode.value,
+        k=k,
+        collapse=collapse,
+        filter=_filter(category, brand, min_price, max_price, in_stock, exclude),
+        qdrant_url=qdrant_url,
+    )
+    _print_items(items, as_json, f"related to {product_id} ({mode.value})")
+
+
 @app.command()
 @_errors
 def rules(

@@ -20,7 +20,7 @@ import math
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Literal
@@ -336,6 +336,47 @@ class Events:
         starts = [0, *bounds.tolist()]
         ends = [*bounds.tolist(), len(names)]
         return [names[s:e] for s, e in zip(starts, ends, strict=True)]
+
+    def select(self, mask: np.ndarray) -> Events:
+        """The rows where ``mask`` is true (e.g. events before a date), with vocabularies narrowed to what is used.
+
+        Product, basket and user vocabularies keep only the ids of the selected rows (still sorted), so a product
+        absent from the selection is absent from ``item_ids``. ``sources``, ``digests``, ``rows_read``, ``skipped``
+        and ``filtered`` still describe the original load.
+
+        Raises:
+            InvalidInput: ``mask`` is not a boolean array with one entry per row.
+        """
+        mask = np.asarray(mask)
+        if mask.dtype != bool or mask.shape != (len(self),):
+            raise InvalidInput(f"select needs a boolean mask of {len(self)} rows, not {mask.dtype} {mask.shape}")
+
+        def narrow(vocab: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            kept = codes[mask]
+            used = np.unique(kept[kept >= 0])
+            remap = np.full(vocab.shape[0], -1, dtype=np.int64)
+            remap[used] = np.arange(used.shape[0])
+            out = np.where(kept >= 0, remap[np.maximum(kept, 0)], -1)
+            return vocab[used], out.astype(codes.dtype)
+
+        item_ids, item = narrow(self.item_ids, self.item)
+        basket_ids, basket = narrow(self.basket_ids, self.basket)
+        user_ids = user = None
+        if self.user is not None and self.user_ids is not None:
+            user_ids, user = narrow(self.user_ids, self.user)
+        return replace(
+            self,
+            item_ids=item_ids,
+            item=item,
+            basket_ids=basket_ids,
+            basket=basket,
+            weight=self.weight[mask],
+            event_type=self.event_type[mask],
+            user_ids=user_ids,
+            user=user,
+            timestamp=None if self.timestamp is None else self.timestamp[mask],
+            quantity=None if self.quantity is None else self.quantity[mask],
+        )
 
     @classmethod
     def concat(cls, parts: Sequence[Events]) -> Events:

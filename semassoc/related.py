@@ -7,13 +7,16 @@ run many queries without reopening anything; :mod:`semassoc.api` opens a workspa
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from semassoc.behaviour import METRICS, BehaviourStats, Neighbour
 from semassoc.errors import InvalidInput, NotFound
+from semassoc.fusion import FusionWeights, clip_unit, evidence_confidence, fuse, max_normalise, popularity_prior
 from semassoc.results import ScoredItem, public_attributes
 from semassoc.store import Hit, ProductFilter
 from semassoc.workspace import Workspace
@@ -47,6 +50,34 @@ def behaviour_item(n: Neighbour, metric: str, payload: dict[str, Any] | None) ->
         explanation=f"bought together in {n.count} baskets (lift {n.lift:.1f}, confidence {n.confidence:.2f})",
         attributes=public_attributes(payload or {}),
     )
+
+
+MODES = ("auto", "substitutes", "complements")
+#: Text similarity at or above which a candidate counts as a near-duplicate of the query (not a complement).
+NEAR_DUPLICATE = 0.9
+_TRAILING_LETTERS = re.compile(r"[A-Za-z]+$")
+
+
+def variant_group(product_id: str, payload: dict[str, Any] | None, collapse: str) -> str:
+    """The variant group of a product: ``base-code`` strips trailing letters from the id (85123A -> 85123, the
+    Online Retail convention); any other value names a catalog column holding the group."""
+    if collapse == "base-code":
+        return _TRAILING_LETTERS.sub("", product_id) or product_id
+    value = (payload or {}).get(collapse)
+    if value is None:
+        value = ((payload or {}).get("attributes") or {}).get(collapse)
+    return str(value) if value not in (None, "") else product_id
+
+
+@dataclass
+class _Candidates:
+    """Per-signal scores of one query's candidates, and what the explanations need."""
+
+    text: dict[str, float] = field(default_factory=dict)
+    behaviour: dict[str, float] = field(default_factory=dict)
+    transfer: dict[str, float] = field(default_factory=dict)
+    counts: dict[str, tuple[int, float]] = field(default_factory=dict)  # item -> (pair count, lift) with the query
+    via: dict[str, tuple[str, float, int]] = field(default_factory=dict)  # item -> (text neighbour, its sim, count)
 
 
 class RelatedEngine:
@@ -194,3 +225,225 @@ class RelatedEngine:
                 if len(out) == k:
                     return out
         return out
+
+    # -- fusion ---------------------------------------------------------------------------------------------------
+    def related(
+        self,
+        product_id: str,
+        *,
+        mode: str = "auto",
+        k: int = 10,
+        filter: ProductFilter | None = None,
+        collapse: str | None = None,
+        weights: FusionWeights | None = None,
+    ) -> list[ScoredItem]:
+        """Related products for any product, bestseller or brand new, each with per-signal scores and a reason.
+
+        Args:
+            product_id: the query product (in the catalog, in the behaviour statistics, or both).
+            mode: ``substitutes`` (what a shopper would buy instead: text similarity), ``complements`` (what goes
+                with it: own and borrowed behaviour, near-duplicates and variants of the query left out), ``auto``
+                (both, fused by the product's behavioural evidence).
+            k: how many.
+            filter: as in ``similar``.
+            collapse: collapse product variants: ``base-code`` or the name of a catalog column holding a group.
+            weights: fusion weights (default: the evaluated defaults of :class:`FusionWeights`).
+        """
+        return self.related_batch([product_id], mode=mode, k=k, filter=filter, collapse=collapse, weights=weights)[0]
+
+    def related_batch(
+        self,
+        product_ids: Sequence[str],
+        *,
+        mode: str = "auto",
+        k: int = 10,
+        filter: ProductFilter | None = None,
+        collapse: str | None = None,
+        weights: FusionWeights | None = None,
+    ) -> list[list[ScoredItem]]:
+        """:meth:`related` for many products; text neighbours come from one batched store query."""
+        check_k(k)
+        if mode not in MODES:
+            raise InvalidInput(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
+        weights = weights or FusionWeights()
+        stats = self.behaviour
+        pool = max(50, 5 * k)
+        base = filter or ProductFilter()
+        vectors = self.vectors(product_ids) if self.has_catalog else {}
+        for pid in product_ids:
+            if pid not in vectors and (stats is None or pid not in stats):
+                raise NotFound(f"product '{pid}' is neither in the catalog nor in the behaviour statistics")
+        with_vectors = [p for p in product_ids if p in vectors]
+        text_rows: dict[str, list[Hit]] = {}
+        if with_vectors:
+            rows = self.ws.store.search_batch(
+                np.stack([vectors[p] for p in with_vectors]),
+                limit=pool,
+                filters=[base.with_excluded([p]) for p in with_vectors],
+            )
+            text_rows = dict(zip(with_vectors, rows, strict=True))
+        most = int(stats.item_ids_and_counts()[1].max(initial=0)) if stats is not None else 0
+        return [
+            self._related_one(pid, text_rows.get(pid, []), mode, k, base, collapse, weights, stats, most, pool)
+            for pid in product_ids
+        ]
+
+    def _behaviour_signal(
+        self, stats: BehaviourStats, product_id: str, weights: FusionWeights
+    ) -> tuple[dict[str, float], dict[str, tuple[int, float]]]:
+        ids, pair, right = stats.neighbour_arrays(product_id)
+        if ids.size == 0:
+            return {}, {}
+        n = stats.info().baskets
+        left = stats.item_count(product_id)
+        lift = pair * n / (left * right.astype(np.float64))
+        score = np.where(lift > 1, np.log(np.maximum(lift, 1.0)) * pair / (pair + weights.shrink), 0.0)
+        keep = score > 0
+        signal = dict(zip(ids[keep].tolist(), score[keep].tolist(), strict=True))
+        counts = dict(zip(ids[keep].tolist(), zip(pair[keep].tolist(), lift[keep].tolist(), strict=True), strict=True))
+        return signal, counts
+
+    def _related_one(
+        self,
+        product_id: str,
+        text_hits: list[Hit],
+        mode: str,
+        k: int,
+        base: ProductFilter,
+        collapse: str | None,
+        weights: FusionWeights,
+        stats: BehaviourStats | None,
+        most: int,
+        pool: int,
+    ) -> list[ScoredItem]:
+        baskets = self.basket_count(product_id)
+        confidence = evidence_confidence(baskets, weights.half_point)
+        cand = _Candidates(text={h.product_id: h.score for h in text_hits})
+        payloads = {h.product_id: h.payload for h in text_hits}
+        if stats is not None and mode != "substitutes":
+            cand.behaviour, cand.counts = self._behaviour_signal(stats, product_id, weights)
+            if weights.transfer * (1 - confidence) > 0:
+                self._transfer(stats, product_id, text_hits, weights, cand)
+        if mode == "substitutes":
+            cand.behaviour, cand.transfer = {}, {}
+        # Every candidate must be a catalog product that passes the filter.
+        outside = [c for c in {*cand.behaviour, *cand.transfer} if c not in payloads]
+        payloads.update(self.payloads(outside))
+        flt = base.with_excluded([product_id])
+        needs_attributes = flt != ProductFilter(exclude=flt.exclude)
+        allowed = {
+            c
+            for c in {*cand.text, *cand.behaviour, *cand.transfer}
+            if c not in flt.exclude
+            and (c in payloads or not self.has_catalog)
+            and (not needs_attributes or flt.matches(payloads.get(c, {"product_id": c})))
+        }
+        if mode == "complements":
+            allowed = {c for c in allowed if cand.text.get(c, 0.0) < NEAR_DUPLICATE}
+        popularity = {c: popularity_prior(self.basket_count(c), most) for c in allowed} if most else {}
+        signals = {
+            "text": clip_unit({c: v for c, v in cand.text.items() if c in allowed}),
+            "behaviour": max_normalise({c: v for c, v in cand.behaviour.items() if c in allowed}),
+            "transfer": max_normalise({c: v for c, v in cand.transfer.items() if c in allowed}),
+            "popularity": popularity,
+        }
+        if mode == "complements":  # what goes with it: text only speaks for products without behaviour
+            weights = FusionWeights(**{**weights.__dict__, "text_warm": 0.0})
+        elif mode == "substitutes":  # what to buy instead: text similarity, popularity breaks ties
+            weights = FusionWeights(**{**weights.__dict__, "text_warm": weights.text})
+        scores = fuse(signals, weights, confidence)
+        ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
+        if collapse is not None:
+            ranked = self._collapse(product_id, ranked, payloads, collapse)
+        per_signal = weights.signal_weights(confidence)
+        return [
+            self._fused_item(item, score, signals, per_signal, cand, payloads.get(item), confidence)
+            for item, score in ranked[:k]
+        ]
+
+    def _transfer(
+        self,
+        stats: BehaviourStats,
+        product_id: str,
+        text_hits: list[Hit],
+        weights: FusionWeights,
+        cand: _Candidates,
+        neighbours: int = 10,
+    ) -> None:
+        """Borrow the behavioural neighbours of the product's nearest warm text neighbours, weighted by similarity."""
+        donors = [h for h in text_hits if h.score > 0 and h.product_id in stats][:neighbours]
+        total = sum(h.score for h in donors)
+        if total <= 0:
+            return
+        contributions: dict[str, float] = {}
+        strongest: dict[str, float] = {}  # the largest single donor's share, for the explanation
+        for donor in donors:
+            signal, counts = self._behaviour_signal(stats, donor.product_id, weights)
+            share = donor.score / total
+            for item, value in signal.items():
+                if item == product_id:
+                    continue
+                contributions[item] = contributions.get(item, 0.0) + share * value
+                if share * value > strongest.get(item, 0.0):
+                    strongest[item] = share * value
+                    cand.via[item] = (donor.product_id, donor.score, counts[item][0])
+        cand.transfer = contributions
+
+    def _collapse(
+        self, product_id: str, ranked: list[tuple[str, float]], payloads: dict[str, dict[str, Any]], collapse: str
+    ) -> list[tuple[str, float]]:
+        own = variant_group(product_id, self.payloads([product_id]).get(product_id), collapse)
+        seen = {own}
+        kept = []
+        for item, score in ranked:
+            group = variant_group(item, payloads.get(item), collapse)
+            if group in seen:
+                continue
+            seen.add(group)
+            kept.append((item, score))
+        return kept
+
+    def _fused_item(
+        self,
+        item: str,
+        score: float,
+        signals: dict[str, dict[str, float]],
+        per_signal: dict[str, float],
+        cand: _Candidates,
+        payload: dict[str, Any] | None,
+        confidence: float,
+    ) -> ScoredItem:
+        raw = {
+            "text": cand.text.get(item, 0.0),
+            "behaviour": cand.behaviour.get(item, 0.0),
+            "transfer": cand.transfer.get(item, 0.0),
+            "popularity": signals["popularity"].get(item, 0.0),
+            "evidence": confidence,
+        }
+        contributions = {name: per_signal[name] * signals[name].get(item, 0.0) for name in per_signal}
+        reasons = [name for name, value in sorted(contributions.items(), key=lambda kv: -kv[1]) if value > 0]
+        parts = []
+        for name in reasons[:2]:
+            if parts and contributions[name] < 0.3 * contributions[reasons[0]]:
+                break
+            parts.append(self._reason(name, item, raw, cand))
+        return ScoredItem(
+            product_id=item,
+            title=str((payload or {}).get("title", "")),
+            score=score,
+            signals=raw,
+            explanation="; ".join(parts) or "related",
+            attributes=public_attributes(payload or {}),
+        )
+
+    def _reason(self, name: str, item: str, raw: dict[str, float], cand: _Candidates) -> str:
+        if name == "behaviour":
+            count, lift = cand.counts[item]
+            return f"bought together in {count} baskets (lift {lift:.1f})"
+        if name == "transfer":
+            donor, similarity, count = cand.via[item]
+            title = self.payloads([donor]).get(donor, {}).get("title", donor)
+            return f"via {title} (text {similarity:.2f}), bought together {count} times"
+        if name == "text":
+            return f"text similarity {raw['text']:.2f}"
+        return f"popular: in {self.basket_count(item)} baskets"
