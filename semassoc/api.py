@@ -22,10 +22,11 @@ from semassoc.errors import InvalidInput, NotFound, RowProblem
 from semassoc.events import Events, LoadOptions
 from semassoc.fusion import FusionWeights
 from semassoc.prompts import PromptSet, text_hash
-from semassoc.related import RelatedEngine, check_k, text_item
+from semassoc.related import Recommendation, RelatedEngine, check_k, text_item
 from semassoc.results import ScoredItem
 from semassoc.rules import Rule, mine_rules, write_rules
 from semassoc.store import ProductFilter
+from semassoc.users import UserHistories
 from semassoc.workspace import MANIFEST, Workspace, resolve_workspace_path
 
 #: progress(advance, total): ``advance`` more products finished out of ``total`` to process.
@@ -514,9 +515,21 @@ def build_behavior(
             event_types=event_types,
             progress=progress,
         )
+        _store_histories(ws, parts, replace=True)
         ws.manifest.behaviour = {"load_options": options.to_dict()}
         ws.save()
         return _behavior_report(ws, parts, stats, started)
+
+
+def _store_histories(ws: Workspace, parts: list[Events], *, replace: bool) -> None:
+    """Per-user histories beside the pair statistics, when the events name users (else none are kept)."""
+    if any(p.user is None for p in parts):
+        shutil.rmtree(ws.users_dir, ignore_errors=True)
+        return
+    if replace or not UserHistories.exists(ws.users_dir):
+        UserHistories.build(parts, ws.users_dir)
+    else:
+        UserHistories(ws.users_dir).update(parts)
 
 
 def update_behavior(
@@ -539,6 +552,7 @@ def update_behavior(
         options = options or (LoadOptions.from_dict(stored) if stored else LoadOptions())
         parts = _load_all([events] if isinstance(events, (str, Path)) else list(events), options)
         stats = stats.update(parts, progress=progress)
+        _store_histories(ws, parts, replace=False)
         ws.save()
         return _behavior_report(ws, parts, stats, started)
 
@@ -586,6 +600,35 @@ def related(
     """
     with Workspace.open(workspace, qdrant_url=qdrant_url, store_client=store_client) as ws:
         return RelatedEngine(ws).related(product_id, mode=mode, k=k, filter=filter, collapse=collapse, weights=weights)
+
+
+def recommend(
+    user_id: str | None = None,
+    *,
+    workspace: str | Path | None = None,
+    history: Sequence[str] | None = None,
+    interests: str | None = None,
+    k: int = 10,
+    allow_repeat: bool = False,
+    negatives: Sequence[str] = (),
+    filter: ProductFilter | None = None,
+    profile: str = "vectors",
+    qdrant_url: str | None = None,
+    store_client: Any = None,
+) -> Recommendation:
+    """Products for a user: from the stored history (or ``history``), ``interests`` text, or popularity; the result
+    says which path it took. See :meth:`RelatedEngine.recommend`."""
+    with Workspace.open(workspace, qdrant_url=qdrant_url, store_client=store_client) as ws:
+        return RelatedEngine(ws).recommend(
+            user_id,
+            history=history,
+            interests=interests,
+            k=k,
+            allow_repeat=allow_repeat,
+            negatives=negatives,
+            filter=filter,
+            profile=profile,
+        )
 
 
 @dataclass

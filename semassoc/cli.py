@@ -683,6 +683,67 @@ def related(
     _print_items(items, as_json, f"related to {product_id} ({mode.value})")
 
 
+class ProfileChoice(str, Enum):
+    vectors = "vectors"
+    text = "text"
+    mix = "mix"
+
+
+@app.command()
+@_errors
+def recommend(
+    user_id: Annotated[str | None, typer.Argument(help="The user (omit with --history or --interests).")] = None,
+    workspace: Workspace = None,
+    k: TopK = 10,
+    history: Annotated[
+        list[str] | None, typer.Option("--history", help="Products the user has, most recent first (commas).")
+    ] = None,
+    interests: Annotated[str | None, typer.Option("--interests", help="Free text for a user with no history.")] = None,
+    allow_repeat: Annotated[bool, typer.Option("--allow-repeat", help="Keep products already bought.")] = False,
+    negative: Annotated[
+        list[str] | None, typer.Option("--negative", help="Products to steer away from, e.g. returned (commas).")
+    ] = None,
+    profile: Annotated[
+        ProfileChoice,
+        typer.Option(
+            "--profile",
+            help="vectors: mean of item vectors; text: history through prompts/history.txt and the encoder; mix: both.",
+        ),
+    ] = ProfileChoice.vectors,
+    category: Category = None,
+    brand: Brand = None,
+    min_price: MinPrice = None,
+    max_price: MaxPrice = None,
+    in_stock: InStock = False,
+    exclude: Exclude = None,
+    qdrant_url: QdrantUrl = None,
+    as_json: AsJson = False,
+) -> None:
+    """Products for a user from their history; cold users get semantic + popularity; says which path it took.
+
+    Example: semassoc recommend 13085 -k 5
+    """
+    split = lambda values: [p.strip() for v in values or [] for p in v.split(",") if p.strip()]  # noqa: E731
+    result = api.recommend(
+        user_id,
+        workspace=workspace,
+        history=split(history),
+        interests=interests,
+        k=k,
+        allow_repeat=allow_repeat,
+        negatives=split(negative),
+        profile=profile.value,
+        filter=_filter(category, brand, min_price, max_price, in_stock, exclude),
+        qdrant_url=qdrant_url,
+    )
+    if as_json:
+        sys.stdout.write(json.dumps(result.to_dict(), ensure_ascii=False) + "\n")
+        return
+    who = f"user {user_id}" if user_id else "this user"
+    err.print(f"path: {result.path} ({result.history_size} products known for {who})", highlight=False)
+    _print_items(result.items, False, f"for {who}")
+
+
 @app.command()
 @_errors
 def rules(

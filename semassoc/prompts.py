@@ -14,7 +14,7 @@ from pathlib import Path
 from semassoc.errors import InvalidInput
 
 #: The templates a prompt directory must hold, by role.
-TEMPLATE_FILES = {"document": "document.txt", "query": "query.txt"}
+TEMPLATE_FILES = {"document": "document.txt", "query": "query.txt", "history": "history.txt"}
 
 _TOKEN = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)(\|trim)?\}|\{|\}")
 _SENTENCE_END = re.compile(r"[.!?。！？]\s")
@@ -141,11 +141,12 @@ class PromptSet:
     directory: Path
     document: Template
     query: Template
+    history: Template
     digest: str
 
     @classmethod
     def load(cls, directory: str | Path | None = None) -> PromptSet:
-        """Load ``document.txt`` and ``query.txt`` from ``directory`` (default: the bundled prompts)."""
+        """Load ``document.txt``, ``query.txt`` and ``history.txt`` from ``directory`` (default: the bundled ones)."""
         directory = Path(directory) if directory is not None else default_prompts_dir()
         texts: dict[str, str] = {}
         for role, filename in TEMPLATE_FILES.items():
@@ -159,11 +160,14 @@ class PromptSet:
         ).hexdigest()[:16]
         document = Template.parse(texts["document"], str(directory / TEMPLATE_FILES["document"]))
         query = Template.parse(texts["query"], str(directory / TEMPLATE_FILES["query"]))
+        history = Template.parse(texts["history"], str(directory / TEMPLATE_FILES["history"]))
         if "query" not in query.fields:
             raise InvalidInput(f"{directory / TEMPLATE_FILES['query']}: the query template must use {{query}}")
         if "title" not in document.fields:
             raise InvalidInput(f"{directory / TEMPLATE_FILES['document']}: the document template must use {{title}}")
-        return cls(directory=directory, document=document, query=query, digest=digest)
+        if "history" not in history.fields:
+            raise InvalidInput(f"{directory / TEMPLATE_FILES['history']}: the history template must use {{history}}")
+        return cls(directory=directory, document=document, query=query, history=history, digest=digest)
 
     def render_document(self, values: dict[str, str], max_seq_length: int | None = None) -> str:
         """Render one product's fields for an encoder whose window is ``max_seq_length`` tokens."""
@@ -172,6 +176,10 @@ class PromptSet:
     def render_query(self, query: str, max_seq_length: int | None = None) -> str:
         """Render free text typed by a person."""
         return self.query.render({"query": query}, _word_budget(max_seq_length))
+
+    def render_history(self, titles: list[str], max_seq_length: int | None = None) -> str:
+        """Render a user's history (titles, most recent first); the oldest titles are trimmed first."""
+        return self.history.render({"history": "; ".join(titles)}, _word_budget(max_seq_length))
 
 
 def _word_budget(max_seq_length: int | None) -> int | None:

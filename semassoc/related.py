@@ -15,10 +15,13 @@ from typing import Any
 import numpy as np
 
 from semassoc.behaviour import METRICS, BehaviourStats, Neighbour
+from semassoc.encoder import Encoder, LazyEncoder
 from semassoc.errors import InvalidInput, NotFound
 from semassoc.fusion import FusionWeights, clip_unit, evidence_confidence, fuse, max_normalise, popularity_prior
+from semassoc.prompts import PromptSet
 from semassoc.results import ScoredItem, public_attributes
 from semassoc.store import Hit, ProductFilter
+from semassoc.users import HistoryItem, UserHistories
 from semassoc.workspace import Workspace
 
 
@@ -80,6 +83,33 @@ class _Candidates:
     via: dict[str, tuple[str, float, int]] = field(default_factory=dict)  # item -> (text neighbour, its sim, count)
 
 
+PROFILES = ("vectors", "text", "mix")
+#: Half-life, in days, of a history product's weight in a user profile (recent purchases say more).
+RECENCY_HALF_LIFE_DAYS = 90.0
+
+
+@dataclass
+class Recommendation:
+    """Products for one user, and which path produced them.
+
+    ``path`` is ``history`` (a profile from several products), ``cold-user`` (one or two products: semantic and
+    popularity), ``interests`` (no history, free text), or ``popularity`` (nothing known about the user).
+    """
+
+    user_id: str | None
+    path: str
+    history_size: int
+    items: list[ScoredItem]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "user_id": self.user_id,
+            "path": self.path,
+            "history_size": self.history_size,
+            "items": [i.to_dict() for i in self.items],
+        }
+
+
 class RelatedEngine:
     """Queries on an open workspace.
 
@@ -89,10 +119,26 @@ class RelatedEngine:
         ...     engine.similar("85123A", k=5)
     """
 
-    def __init__(self, ws: Workspace) -> None:
+    def __init__(self, ws: Workspace, encoder: Encoder | None = None) -> None:
         self.ws = ws
         self._stats: BehaviourStats | None = None
         self._stats_checked = False
+        self._histories: UserHistories | None = None
+        self._encoder = encoder
+
+    @property
+    def histories(self) -> UserHistories | None:
+        """User histories (None when the events had no user column or no behaviour was built)."""
+        if self._histories is None and UserHistories.exists(self.ws.users_dir):
+            self._histories = UserHistories(self.ws.users_dir)
+        return self._histories
+
+    def encode_text(self, texts: list[str]) -> np.ndarray:
+        """Encode with the workspace's encoder (loaded on first use; refuses a mismatched one)."""
+        if self._encoder is None:
+            self._encoder = LazyEncoder(self.ws.manifest.encoder_model)
+        self.ws.check_encoder(self._encoder.id)
+        return self._encoder.encode(texts)
 
     # -- parts ----------------------------------------------------------------------------------------------------
     @property
@@ -447,3 +493,151 @@ class RelatedEngine:
         if name == "text":
             return f"text similarity {raw['text']:.2f}"
         return f"popular: in {self.basket_count(item)} baskets"
+
+    # -- users ----------------------------------------------------------------------------------------------------
+    def recommend(
+        self,
+        user_id: str | None = None,
+        *,
+        history: Sequence[str | HistoryItem] | None = None,
+        interests: str | None = None,
+        k: int = 10,
+        allow_repeat: bool = False,
+        negatives: Sequence[str] = (),
+        filter: ProductFilter | None = None,
+        profile: str = "vectors",
+        weights: FusionWeights | None = None,
+    ) -> Recommendation:
+        """Products for a user, from the user's history (stored, or given), free-text interests, or popularity.
+
+        Candidates come from the store (a profile vector: recency-weighted mean of the history's vectors, pushed
+        away from ``negatives`` like Qdrant's average-vector recommend strategy, and/or the history rendered
+        through ``prompts/history.txt`` and encoded), from behaviour (the history's bought-together products) and
+        from popularity. Already-bought products are left out unless ``allow_repeat``.
+
+        Args:
+            user_id: a user in the stored histories (unknown users get the cold paths).
+            history: the user's products, most recent first (instead of, or added to, the stored history).
+            interests: free text for a user without history (encoded with the query template).
+            k: how many.
+            allow_repeat: keep products the user already has (groceries).
+            negatives: products to steer away from (returned, disliked).
+            filter: as in ``similar``.
+            profile: ``vectors`` (no model load), ``text`` (the history through the template and the encoder),
+                or ``mix`` (both, averaged).
+            weights: fusion weights (the product defaults; the user's evidence is the number of products).
+        """
+        check_k(k)
+        if profile not in PROFILES:
+            raise InvalidInput(f"unknown profile {profile!r}; choose from {', '.join(PROFILES)}")
+        weights = weights or FusionWeights()
+        items = list(self.histories.history(user_id)) if user_id and self.histories is not None else []
+        for entry in history or []:
+            items.insert(0, entry if isinstance(entry, HistoryItem) else HistoryItem(str(entry)))
+        seen: dict[str, HistoryItem] = {}
+        for entry in items:
+            seen.setdefault(entry.product_id, entry)
+        items = list(seen.values())
+        flt = (filter or ProductFilter()).with_excluded([] if allow_repeat else [h.product_id for h in items])
+        flt = flt.with_excluded(list(negatives))
+        stats = self.behaviour
+        pool = max(50, 5 * k)
+        if not items and not interests:
+            if stats is None:
+                raise NotFound("no history, no --interests and no behaviour statistics: nothing to recommend from")
+            return Recommendation(user_id, "popularity", 0, self.popular(k=k, filter=flt))
+        path = "history" if len(items) > 2 else ("cold-user" if items else "interests")
+        weight_of = _recency_weights(items)
+        vector = self._profile(items, weight_of, interests, profile, negatives)
+        hits = self.search_vector(vector, k=pool, filter=flt) if vector is not None else []
+        text = {h.product_id: h.score for h in hits}
+        behaviour: dict[str, float] = {}
+        counts: dict[str, tuple[int, float]] = {}
+        if stats is not None:
+            total = sum(weight_of.values()) or 1.0
+            for entry in items:
+                signal, pair_counts = self._behaviour_signal(stats, entry.product_id, weights)
+                for item, value in signal.items():
+                    behaviour[item] = behaviour.get(item, 0.0) + weight_of[entry.product_id] / total * value
+                    if item not in counts or pair_counts[item][0] > counts[item][0]:
+                        counts[item] = pair_counts[item]
+        payloads = {h.product_id: h.payload for h in hits}
+        payloads.update(self.payloads([c for c in behaviour if c not in text]))
+        needs_attributes = flt != ProductFilter(exclude=flt.exclude)
+        behaviour = {
+            c: v
+            for c, v in behaviour.items()
+            if c not in flt.exclude
+            and (c in text or c in payloads or not self.has_catalog)
+            and (not needs_attributes or c in text or flt.matches(payloads.get(c, {"product_id": c})))
+        }
+        most = int(stats.item_ids_and_counts()[1].max(initial=0)) if stats is not None else 0
+        candidates = {*text, *behaviour}
+        signals = {
+            "text": clip_unit(text),
+            "behaviour": max_normalise(behaviour),
+            "transfer": {},
+            "popularity": {c: popularity_prior(self.basket_count(c), most) for c in candidates} if most else {},
+        }
+        # A user's evidence is the number of products known: one or two lean on text, many on behaviour.
+        confidence = evidence_confidence(len(items), 5.0) if items else 0.0
+        scores = fuse(signals, weights, confidence)
+        ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+        if len(ranked) < k and stats is not None:  # top up from popularity (cold users with sparse signals)
+            taken = flt.with_excluded([item for item, _ in ranked])
+            ranked += [(p.product_id, 0.0) for p in self.popular(k=k - len(ranked), filter=taken)]
+        per_signal = weights.signal_weights(confidence)
+        cand = _Candidates(text=text, behaviour=behaviour, counts=counts)
+        payloads.update(self.payloads([item for item, _ in ranked if item not in payloads]))
+        results = [
+            self._fused_item(item, score, signals, per_signal, cand, payloads.get(item), confidence)
+            for item, score in ranked
+        ]
+        return Recommendation(user_id, path, len(items), results)
+
+    def _profile(
+        self,
+        items: list[HistoryItem],
+        weight_of: dict[str, float],
+        interests: str | None,
+        profile: str,
+        negatives: Sequence[str],
+    ) -> np.ndarray | None:
+        if not self.has_catalog:
+            return None
+        parts: list[np.ndarray] = []
+        if items and profile in ("vectors", "mix"):
+            found = self.vectors([h.product_id for h in items])
+            if found:
+                mean = sum(weight_of[p] * v for p, v in found.items()) / sum(weight_of[p] for p in found)
+                bad = self.vectors(list(negatives)) if negatives else {}
+                if bad:  # Qdrant's average-vector recommend strategy: towards the positives, away from negatives
+                    mean = 2 * mean - np.mean(list(bad.values()), axis=0)
+                parts.append(_unit(mean))
+        prompts = None
+        if items and profile in ("text", "mix"):
+            prompts = PromptSet.load(self.ws.manifest.prompts_dir)
+            titles = [str(p.get("title", "")) for p in self.payloads([h.product_id for h in items]).values()]
+            parts.append(_unit(self.encode_text([prompts.render_history(titles, self.ws.manifest.max_seq_length)])[0]))
+        if interests:
+            prompts = prompts or PromptSet.load(self.ws.manifest.prompts_dir)
+            parts.append(_unit(self.encode_text([prompts.render_query(interests, self.ws.manifest.max_seq_length)])[0]))
+        return _unit(np.mean(parts, axis=0)) if parts else None
+
+
+def _unit(vector: np.ndarray) -> np.ndarray:
+    norm = float(np.linalg.norm(vector))
+    return vector / norm if norm > 0 else vector
+
+
+def _recency_weights(items: list[HistoryItem]) -> dict[str, float]:
+    """Weight of each history product: its count, halved for every RECENCY_HALF_LIFE_DAYS before the latest one."""
+    stamps = [h.last_seen for h in items if h.last_seen is not None]
+    latest = max(stamps) if stamps else None
+    weights = {}
+    for h in items:
+        decay = 1.0
+        if latest is not None and h.last_seen is not None:
+            decay = 0.5 ** ((latest - h.last_seen).total_seconds() / 86_400 / RECENCY_HALF_LIFE_DAYS)
+        weights[h.product_id] = max(h.count, 1) * decay
+    return weights

@@ -191,6 +191,11 @@ class Workspace:
         """Where the behaviour statistics live."""
         return self.path / "behaviour"
 
+    @property
+    def users_dir(self) -> Path:
+        """Where the user histories live."""
+        return self.path / "users"
+
     def check_encoder(self, encoder_id: str) -> None:
         """Refuse an encoder other than the one that built the workspace."""
         built = self.manifest.encoder_id

@@ -43,7 +43,7 @@ def test_bundled_templates_render_a_product():
 
 
 def test_digest_changes_with_any_template(tmp_path):
-    for name in ("document.txt", "query.txt"):
+    for name in ("document.txt", "query.txt", "history.txt"):
         (tmp_path / name).write_text((default_prompts_dir() / name).read_text())
     first = PromptSet.load(tmp_path).digest
     assert first == PromptSet.load().digest
@@ -54,7 +54,16 @@ def test_digest_changes_with_any_template(tmp_path):
 def test_template_must_use_title_and_query(tmp_path):
     (tmp_path / "document.txt").write_text("{description}\n")
     (tmp_path / "query.txt").write_text("{query}\n")
+    (tmp_path / "history.txt").write_text("{history}\n")
     with pytest.raises(InvalidInput, match=r"must use \{title\}"):
         PromptSet.load(tmp_path)
     with pytest.raises(InvalidInput, match="cannot read document template"):
         PromptSet.load(tmp_path / "missing")
+
+
+def test_history_template_trims_the_oldest_titles():
+    prompts = PromptSet.load()
+    titles = [f"title number {i}" for i in range(100)]
+    text = prompts.render_history(titles, max_seq_length=40)
+    assert text.startswith("Products bought recently: title number 0; title number 1;")
+    assert "title number 99" not in text and len(text.split()) <= 30
