@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from semassoc import batch
+from semassoc.batch import BatchReport
 from semassoc.behaviour import BehaviourStats
 from semassoc.catalog import CatalogColumns, OnError, Product, read_catalog
 from semassoc.encoder import Encoder, LazyEncoder, VectorCache, encode_with_cache, read_max_seq_length
@@ -628,6 +630,82 @@ def recommend(
             negatives=negatives,
             filter=filter,
             profile=profile,
+        )
+
+
+def batch_related(
+    out: str | Path,
+    *,
+    workspace: str | Path | None = None,
+    products: str | Path | Sequence[str] | None = None,
+    cold: int | None = None,
+    all_products: bool = False,
+    mode: str = "auto",
+    k: int = 10,
+    filter: ProductFilter | None = None,
+    collapse: str | None = None,
+    chunk_size: int = 256,
+    progress: Callable[[int, int], None] | None = None,
+) -> BatchReport:
+    """Related products for a list of products (a file or ids), the cold ones (fewer than ``cold`` baskets), or
+    all, written to ``out`` (.parquet, .jsonl, .csv). Resumable: rerun the same call after an interruption."""
+    if sum(x is not None and x is not False for x in (products, cold, all_products)) != 1:
+        raise InvalidInput("choose exactly one of --products FILE, --cold N, --all")
+    with Workspace.open(workspace) as ws:
+        engine = RelatedEngine(ws)
+        if all_products:
+            ids = batch.all_products(engine)
+        elif cold is not None:
+            ids = batch.cold_products(engine, cold)
+        else:
+            ids = batch.read_ids(products) if isinstance(products, (str, Path)) else list(products or [])
+        return batch.batch_related(
+            engine,
+            ids,
+            out,
+            mode=mode,
+            k=k,
+            filter=filter,
+            collapse=collapse,
+            chunk_size=chunk_size,
+            progress=progress,
+        )
+
+
+def batch_recommend(
+    out: str | Path,
+    *,
+    workspace: str | Path | None = None,
+    users: str | Path | Sequence[str] | None = None,
+    all_users: bool = False,
+    k: int = 10,
+    allow_repeat: bool = False,
+    filter: ProductFilter | None = None,
+    profile: str = "vectors",
+    chunk_size: int = 256,
+    progress: Callable[[int, int], None] | None = None,
+) -> BatchReport:
+    """Recommendations for a list of users (a file or ids) or every user with a history, written to ``out``."""
+    if (users is None) == (not all_users):
+        raise InvalidInput("choose exactly one of --users FILE, --all")
+    with Workspace.open(workspace) as ws:
+        engine = RelatedEngine(ws)
+        if all_users:
+            if engine.histories is None:
+                raise NotFound(f"no user histories in {ws.path} (the events had no user column)")
+            ids = engine.histories.user_ids()
+        else:
+            ids = batch.read_ids(users) if isinstance(users, (str, Path)) else list(users or [])
+        return batch.batch_recommend(
+            engine,
+            ids,
+            out,
+            k=k,
+            allow_repeat=allow_repeat,
+            filter=filter,
+            profile=profile,
+            chunk_size=chunk_size,
+            progress=progress,
         )
 
 

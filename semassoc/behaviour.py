@@ -421,6 +421,7 @@ class BehaviourStats:
         self._indices = load(f"{prefix}_indices.npy")
         self._counts = load(f"{prefix}_counts.npy")
         self._weighted = bool(self._manifest["weighted"])
+        self._info: BehaviourInfo | None = None
         self._wdot = load(f"{prefix}_wdot.npy") if self._weighted else None
         self._wnorm2 = load("item_wnorm2.npy") if self._weighted else None
 
@@ -559,21 +560,38 @@ class BehaviourStats:
         """All product ids (sorted) and their basket counts, as arrays (reads two columns, not the pairs)."""
         return np.asarray(self._item_ids), np.asarray(self._item_counts, dtype=np.int64)
 
-    def neighbour_arrays(self, item_id: str, min_count: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """One product's row as arrays, for vectorised scoring: (neighbour ids, pair counts, neighbour basket
-        counts), pairs with fewer than ``min_count`` shared baskets left out. Empty arrays for an unknown product.
-
-        Pair with ``item_count(item_id)`` and ``info().baskets`` for any weighting in ``METRICS``.
+    def neighbour_codes(self, item_id: str, min_count: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One product's row as arrays, for vectorised scoring: (neighbour codes, pair counts, neighbour basket
+        counts), pairs with fewer than ``min_count`` shared baskets left out; empty for an unknown product.
+        Codes index :meth:`names_of`; pair with ``item_count(item_id)`` and ``info().baskets`` for any weighting.
         """
         if item_id not in self:
-            return np.zeros(0, dtype=object), np.zeros(0, np.int64), np.zeros(0, np.int64)
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
         row = self._index(item_id)
         start, end = int(self._indptr[row]), int(self._indptr[row + 1])
         cols = np.asarray(self._indices[start:end], dtype=np.int64)
         pair = np.asarray(self._counts[start:end], dtype=np.int64)
         keep = pair >= (int(self._manifest["min_count"]) if min_count is None else min_count)
         cols, pair = cols[keep], pair[keep]
-        return self._item_ids[cols].astype(object), pair, np.asarray(self._item_counts[cols], dtype=np.int64)
+        return cols, pair, np.asarray(self._item_counts[cols], dtype=np.int64)
+
+    def names_of(self, codes: np.ndarray) -> list[str]:
+        """Product ids of item codes."""
+        return [str(x) for x in np.asarray(self._item_ids[np.asarray(codes, dtype=np.int64)]).tolist()]
+
+    def codes_of(self, item_ids: Sequence[str]) -> np.ndarray:
+        """Item codes of known products (unknown ones are left out)."""
+        return np.array([self._index(i) for i in item_ids if i in self], dtype=np.int64)
+
+    def counts_of(self, item_ids: Sequence[str]) -> np.ndarray:
+        """Basket counts of many products at once (0 for products in no basket)."""
+        if not item_ids:
+            return np.zeros(0, np.int64)
+        ids = self._item_ids
+        wanted = np.asarray(list(item_ids), dtype=ids.dtype)
+        position = np.minimum(np.searchsorted(ids, wanted), ids.shape[0] - 1)
+        found = np.asarray(ids[position]) == np.asarray(list(item_ids), dtype=object).astype(str)
+        return np.where(found, np.asarray(self._item_counts[position], dtype=np.int64), 0)
 
     def neighbours(
         self, item_id: str, k: int = 10, metric: str = "lift", min_count: int | None = None
@@ -646,6 +664,11 @@ class BehaviourStats:
 
     def info(self) -> BehaviourInfo:
         """Counts, options, sources and update times, from the manifest alone."""
+        if self._info is None:
+            self._info = self._read_info()
+        return self._info
+
+    def _read_info(self) -> BehaviourInfo:
         m = self._manifest
         return BehaviourInfo(
             baskets=int(m["baskets"]),

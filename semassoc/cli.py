@@ -828,6 +828,315 @@ def rules(
         out.print(f"wrote {len(report.rules)} rules to {report.out}", highlight=False, soft_wrap=True)
 
 
+# -- batch ------------------------------------------------------------------------------------------------------
+batch_app = typer.Typer(
+    help="Nightly jobs: related products or recommendations for many, to Parquet/JSONL/CSV.", no_args_is_help=True
+)
+app.add_typer(batch_app, name="batch")
+OutFile = Annotated[Path, typer.Option("--out", "-o", help="Output file: .parquet, .jsonl or .csv.")]
+ChunkSize = Annotated[int, typer.Option("--chunk-size", min=1, help="Queries per resumable chunk.")]
+
+
+def _batch_summary(report: api.BatchReport, as_json: bool, what: str) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(report.to_dict()) + "\n")
+        return
+    resumed = f", {report.resumed_chunks} of {report.chunks} chunks resumed" if report.resumed_chunks else ""
+    out.print(
+        f"wrote {report.rows} rows for {report.queries} {what} to {report.out} in {report.seconds:.1f} s "
+        f"({report.per_second:,.0f} {what}/s{resumed})",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+class _batch_bar:
+    """Progress on stderr for batch jobs (queries done of total)."""
+
+    def __init__(self, what: str, disable: bool) -> None:
+        self.what = what
+        self.disable = disable or not err.is_terminal
+        self._progress: Any = None
+        self._task: Any = None
+
+    def __enter__(self) -> Callable[[int, int], None]:
+        if self.disable:
+            return lambda done, total: None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self._progress = Progress(
+            TextColumn(self.what), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err, transient=True
+        )
+        self._progress.__enter__()
+
+        def update(done: int, total: int) -> None:
+            if self._task is None:
+                self._task = self._progress.add_task(self.what, total=total)
+            self._progress.update(self._task, completed=done, total=total)
+
+        return update
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.__exit__(*exc)
+
+
+@batch_app.command("related")
+@_errors
+def batch_related(
+    out_file: OutFile,
+    products: Annotated[Path | None, typer.Option("--products", help="File of product ids (one per line).")] = None,
+    cold: Annotated[
+        int | None, typer.Option("--cold", min=1, help="Products with fewer than N baskets (new ones: 1).")
+    ] = None,
+    all_products: Annotated[bool, typer.Option("--all", help="Every catalog product.")] = False,
+    workspace: Workspace = None,
+    mode: Annotated[ModeChoice, typer.Option("--mode", help="substitutes, complements or auto.")] = ModeChoice.auto,
+    k: TopK = 10,
+    collapse: Collapse = None,
+    category: Category = None,
+    brand: Brand = None,
+    min_price: MinPrice = None,
+    max_price: MaxPrice = None,
+    in_stock: InStock = False,
+    exclude: Exclude = None,
+    chunk_size: ChunkSize = 256,
+    as_json: AsJson = False,
+) -> None:
+    """Related products for many products; rerun the same command to resume an interrupted run.
+
+    Example: semassoc batch related --cold 1 --out related_new.parquet
+    """
+    with _batch_bar("products", as_json) as progress:
+        report = api.batch_related(
+            out_file,
+            workspace=workspace,
+            products=products,
+            cold=cold,
+            all_products=all_products,
+            mode=mode.value,
+            k=k,
+            collapse=collapse,
+            filter=_filter(category, brand, min_price, max_price, in_stock, exclude),
+            chunk_size=chunk_size,
+            progress=progress,
+        )
+    _batch_summary(report, as_json, "products")
+
+
+@batch_app.command("recommend")
+@_errors
+def batch_recommend(
+    out_file: OutFile,
+    users: Annotated[Path | None, typer.Option("--users", help="File of user ids (one per line).")] = None,
+    all_users: Annotated[bool, typer.Option("--all", help="Every user with a history.")] = False,
+    workspace: Workspace = None,
+    k: TopK = 10,
+    allow_repeat: Annotated[bool, typer.Option("--allow-repeat", help="Keep products already bought.")] = False,
+    profile: Annotated[ProfileChoice, typer.Option("--profile", help="vectors, text or mix.")] = ProfileChoice.vectors,
+    category: Category = None,
+    brand: Brand = None,
+    min_price: MinPrice = None,
+    max_price: MaxPrice = None,
+    in_stock: InStock = False,
+    exclude: Exclude = None,
+    chunk_size: ChunkSize = 256,
+    as_json: AsJson = False,
+) -> None:
+    """Recommendations for many users; rerun the same command to resume an interrupted run.
+
+    Example: semassoc batch recommend --all --out recs.parquet
+    """
+    with _batch_bar("users", as_json) as progress:
+        report = api.batch_recommend(
+            out_file,
+            workspace=workspace,
+            users=users,
+            all_users=all_users,
+            k=k,
+            allow_repeat=allow_repeat,
+            profile=profile.value,
+            filter=_filter(category, brand, min_price, max_price, in_stock, exclude),
+            chunk_size=chunk_size,
+            progress=progress,
+        )
+    _batch_summary(report, as_json, "users")
+
+
+# -- evaluate ---------------------------------------------------------------------------------------------------
+def _metric_cell(value: Any) -> str:
+    return "" if value is None else (f"{value.mean:.3f}" + ("" if value.se is None else f" ±{value.se:.3f}"))
+
+
+@app.command()
+@_errors
+def evaluate(
+    catalog: Annotated[Path, typer.Argument(help="Catalog file (fully indexed): .csv, .tsv, .jsonl or .parquet.")],
+    events: Annotated[Path, typer.Argument(help="Events file with timestamps: .csv, .tsv, .jsonl or .parquet.")],
+    workspace: Annotated[
+        Path, typer.Option("--workspace", "-w", help="The evaluation's own workspace (index cached across runs).")
+    ] = Path(".semassoc-eval"),
+    model: Model = None,
+    split_date: Annotated[
+        str | None, typer.Option("--split-date", help="Cut date, ISO (e.g. 2010-10-01); baskets from then are judged.")
+    ] = None,
+    split_fraction: Annotated[
+        float, typer.Option("--split-fraction", min=0.0, max=1.0, help="Cut at this share of the time range.")
+    ] = 0.8,
+    cold_share: Annotated[
+        float,
+        typer.Option(
+            "--cold-share", min=0.0, max=1.0, help="Also hide all training events of this share of warm products."
+        ),
+    ] = 0.0,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of --cold-share and of query samples.")] = 0,
+    truth: Annotated[str, typer.Option("--truth", help="lift (beyond chance) or raw (count only).")] = "lift",
+    truth_min_count: Annotated[int, typer.Option("--truth-min-count", min=1, help="Fewest shared judged baskets.")] = 2,
+    truth_min_lift: Annotated[
+        float, typer.Option("--truth-min-lift", min=0.0, help="Lowest lift (--truth lift).")
+    ] = 2.0,
+    max_basket_size: Annotated[
+        int, typer.Option("--max-basket-size", min=2, help="Largest judged basket counted (--truth lift).")
+    ] = 50,
+    warm_min_baskets: Annotated[
+        int, typer.Option("--warm-min-baskets", min=1, help="Training baskets a warm query product needs.")
+    ] = 5,
+    min_relevant: Annotated[int, typer.Option("--min-relevant", min=1, help="Relevant products a query needs.")] = 1,
+    ks: Annotated[str, typer.Option("--k", "-k", help="Cut-offs, comma-separated.")] = "10,50",
+    methods: Annotated[
+        str | None, typer.Option("--methods", help="Comma-separated method names [default: all available].")
+    ] = None,
+    min_count: Annotated[int, typer.Option("--min-count", min=1, help="min_count of the training behaviour.")] = 2,
+    max_queries: Annotated[
+        int | None, typer.Option("--max-queries", min=1, help="Seeded sample of each product query set.")
+    ] = 1000,
+    max_users: Annotated[
+        int | None, typer.Option("--max-users", min=1, help="Seeded sample of each user query set.")
+    ] = 1000,
+    all_queries: Annotated[bool, typer.Option("--all-queries", help="No sampling: every query and user.")] = False,
+    no_users: Annotated[bool, typer.Option("--no-users", help="Skip the user-level task.")] = False,
+    keep_history: Annotated[
+        bool, typer.Option("--keep-history", help="Users: keep already-bought products in truth and lists.")
+    ] = False,
+    chart_metric: Annotated[str, typer.Option("--chart-metric", help="Metric of the PNG chart.")] = "ndcg@10",
+    out_file: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Write the JSON report here and the chart next to it (.png).")
+    ] = None,
+    id_column: Annotated[str | None, typer.Option("--id-column", help="Catalog product id column.")] = None,
+    title_column: Annotated[str | None, typer.Option("--title-column", help="Catalog title column.")] = None,
+    category_column: Annotated[str | None, typer.Option("--category-column", help="Catalog category column.")] = None,
+    item_column: ItemColumn = None,
+    basket_column: BasketColumn = None,
+    user_column: UserColumn = None,
+    timestamp_column: TimeColumn = None,
+    event_type_column: TypeColumn = None,
+    quantity_column: QuantityColumn = None,
+    session_gap: SessionGap = 30.0,
+    preset: Preset = None,
+    cancellation_prefix: CancelPrefix = None,
+    exclude_items: ExcludeItems = None,
+    exclude_pattern: ExcludePattern = None,
+    keep_nonpositive: KeepNonPositive = False,
+    on_error: OnError = OnErrorChoice.strict,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON report instead of tables.")] = False,
+) -> None:
+    """Evaluate every method (baselines, text, behaviour, fused) on a temporal split, warm vs cold products.
+
+    Example: semassoc evaluate examples/online_retail/catalog.csv examples/online_retail/invoices.parquet
+    --preset online-retail --out report.json
+    """
+    from datetime import datetime
+
+    from semassoc import evaluate as evaluation
+
+    options = _load_options(
+        item_column,
+        basket_column,
+        user_column,
+        timestamp_column,
+        event_type_column,
+        quantity_column,
+        session_gap,
+        None,
+        None,
+        preset,
+        cancellation_prefix,
+        exclude_items,
+        exclude_pattern,
+        keep_nonpositive,
+        on_error,
+    )
+    try:
+        cut = datetime.fromisoformat(split_date) if split_date else None
+        cutoffs = tuple(int(k) for k in ks.split(",") if k.strip())
+    except ValueError as exc:
+        raise InvalidInput(f"--split-date/--k: {exc}") from None
+    if truth not in ("lift", "raw"):
+        raise InvalidInput(f"--truth must be 'lift' or 'raw', not {truth!r}")
+    config = evaluation.EvaluationConfig(
+        split_date=cut,
+        split_fraction=split_fraction,
+        cold_share=cold_share,
+        seed=seed,
+        truth=evaluation.TruthConfig(truth, truth_min_count, truth_min_lift, max_basket_size),  # type: ignore[arg-type]
+        warm_min_baskets=warm_min_baskets,
+        min_relevant=min_relevant,
+        ks=cutoffs,
+        methods=tuple(m.strip() for m in methods.split(",") if m.strip()) if methods else None,
+        min_count=min_count,
+        users=not no_users,
+        exclude_history=not keep_history,
+        max_queries=None if all_queries else max_queries,
+        max_users=None if all_queries else max_users,
+        chart_metric=chart_metric,
+    )
+    columns = CatalogColumns(id_column, title_column, None, category_column)
+
+    def progress(stage: str, step: int, steps: int) -> None:
+        if not as_json and err.is_terminal:
+            err.print(f"[dim]{stage}[/]", highlight=False)
+
+    report = evaluation.evaluate(
+        catalog,
+        events,
+        config=config,
+        options=options,
+        workspace=workspace,
+        columns=columns,
+        model=model,
+        out=out_file,
+        progress=progress,
+    )
+    if as_json:
+        sys.stdout.write(json.dumps(report.to_dict(), ensure_ascii=False) + "\n")
+        return
+    sizes = ", ".join(f"{name} {n}" for name, n in report.query_sets.items())
+    out.print(f"[bold]truth:[/] {report.truth_definition}", highlight=False, soft_wrap=True)
+    out.print(
+        f"cut {report.data['cut']}: {report.data['train_baskets']} training baskets, {report.data['test_baskets']} "
+        f"judged; queries: {sizes}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    for query_set in report.query_sets:
+        rows = [r for r in report.results if r.query_set == query_set]
+        for k in config.ks if rows else ():
+            names = [n for n in rows[0].metrics if n.endswith(f"@{k}")]
+            table = Table(title=f"{query_set} queries ({rows[0].queries}), K = {k}", title_justify="left")
+            table.add_column("method")
+            for name in names:
+                table.add_column(name.split("@")[0], justify="right")
+            table.add_column("s", justify="right", style="dim")
+            for r in rows:
+                table.add_row(r.method, *(_metric_cell(r.metrics[n]) for n in names), f"{r.seconds:.1f}")
+            out.print(table)
+    for note in report.notes:
+        err.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+    out.print(f"in {report.timings['total']:.1f} s", highlight=False)
+    if report.outputs:
+        out.print(f"wrote {', '.join(report.outputs.values())}", highlight=False, soft_wrap=True)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

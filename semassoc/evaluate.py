@@ -626,8 +626,24 @@ METHODS: dict[str, Method] = {
     "similar": _similar,
     **{f"complements --metric {m}": _complements(m) for m in BEHAVIOUR_WEIGHTINGS},
 }
+
+
+def _related_batch(mode: str) -> BatchMethod:
+    def rank(engine: RelatedEngine, product_ids: Sequence[str], k: int) -> list[list[str]]:
+        out: list[list[str]] = []
+        for start in range(0, len(product_ids), 256):
+            rows = engine.related_batch(list(product_ids[start : start + 256]), mode=mode, k=k)  # type: ignore[attr-defined]
+            out.extend([item.product_id for item in row] for row in rows)
+        return out
+
+    return rank
+
+
 #: Batched forms of methods (optional; each must equal a loop of its single-query method).
-BATCH_METHODS: dict[str, BatchMethod] = {"similar": _similar_batch}
+BATCH_METHODS: dict[str, BatchMethod] = {
+    "similar": _similar_batch,
+    **{f"related --mode {mode}": _related_batch(mode) for mode in ("auto", "complements", "substitutes")},
+}
 #: Methods needing a RelatedEngine feature that this build may lack: ``{attribute: {name: method}}``.
 OPTIONAL_METHODS: dict[str, dict[str, Method]] = {
     "related": {f"related --mode {mode}": _related(mode) for mode in ("auto", "complements", "substitutes")},
@@ -667,7 +683,9 @@ def _user_text_profile(engine: RelatedEngine, history: Sequence[str], k: int) ->
 
 
 def _user_recommend(engine: RelatedEngine, history: Sequence[str], k: int) -> list[str]:
-    return [item.product_id for item in engine.recommend(list(history), k=k)]  # type: ignore[attr-defined]
+    # recommend() takes the history most recent first and returns a Recommendation (items plus the path taken).
+    result = engine.recommend(history=list(reversed(history)), k=k)  # type: ignore[attr-defined]
+    return [item.product_id for item in getattr(result, "items", result)]
 
 
 #: User-level methods: (engine, history oldest first, k) -> product ids.
@@ -733,8 +751,8 @@ class EvaluationConfig:
     users: bool = True
     exclude_history: bool = True
     short_history: int = 2
-    max_queries: int | None = None
-    max_users: int | None = None
+    max_queries: int | None = 1000
+    max_users: int | None = 1000
     chart_metric: str = "ndcg@10"
 
     def validate(self) -> None:
@@ -1013,6 +1031,10 @@ def write_chart(report: EvaluationReport, path: str | Path, metric: str = "ndcg@
 # ========================================================================================================= runner
 
 
+def _has_related_batch() -> bool:
+    return hasattr(RelatedEngine, "related_batch")
+
+
 def _run_products(
     engine: RelatedEngine,
     name: str,
@@ -1021,7 +1043,7 @@ def _run_products(
     k: int,
 ) -> list[list[str]]:
     batch = BATCH_METHODS.get(name)
-    if batch is not None and METHODS.get(name) is method:
+    if batch is not None and available_methods().get(name) is method and (name == "similar" or _has_related_batch()):
         return batch(engine, queries, k)
     return [method(engine, q, k) for q in queries]
 

@@ -86,6 +86,8 @@ class _Candidates:
 PROFILES = ("vectors", "text", "mix")
 #: Half-life, in days, of a history product's weight in a user profile (recent purchases say more).
 RECENCY_HALF_LIFE_DAYS = 90.0
+#: Most recent history products used for a profile.
+MAX_HISTORY = 100
 
 
 @dataclass
@@ -334,20 +336,29 @@ class RelatedEngine:
             for pid in product_ids
         ]
 
-    def _behaviour_signal(
+    def _behaviour_scores(
         self, stats: BehaviourStats, product_id: str, weights: FusionWeights
-    ) -> tuple[dict[str, float], dict[str, tuple[int, float]]]:
-        ids, pair, right = stats.neighbour_arrays(product_id)
-        if ids.size == 0:
-            return {}, {}
-        n = stats.info().baskets
-        left = stats.item_count(product_id)
-        lift = pair * n / (left * right.astype(np.float64))
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(codes, shrunk-lift scores, pair counts, lifts) of a product's positive associations, as arrays."""
+        codes, pair, right = stats.neighbour_codes(product_id)
+        if codes.size == 0:
+            return codes, np.zeros(0), pair, np.zeros(0)
+        lift = pair * stats.info().baskets / (stats.item_count(product_id) * right.astype(np.float64))
         score = np.where(lift > 1, np.log(np.maximum(lift, 1.0)) * pair / (pair + weights.shrink), 0.0)
         keep = score > 0
-        signal = dict(zip(ids[keep].tolist(), score[keep].tolist(), strict=True))
-        counts = dict(zip(ids[keep].tolist(), zip(pair[keep].tolist(), lift[keep].tolist(), strict=True), strict=True))
-        return signal, counts
+        return codes[keep], score[keep], pair[keep], lift[keep]
+
+    def _behaviour_signal(
+        self, stats: BehaviourStats, product_id: str, weights: FusionWeights, pool: int = 10**9
+    ) -> tuple[dict[str, float], dict[str, tuple[int, float]]]:
+        """The ``pool`` strongest associations of a product, by shrunk lift, keyed by product id."""
+        codes, score, pair, lift = self._behaviour_scores(stats, product_id, weights)
+        if codes.size > pool:
+            top = np.argpartition(-score, pool - 1)[:pool]
+            codes, score, pair, lift = codes[top], score[top], pair[top], lift[top]
+        names = stats.names_of(codes)
+        signal = dict(zip(names, score.tolist(), strict=True))
+        return signal, dict(zip(names, zip(pair.tolist(), lift.tolist(), strict=True), strict=True))
 
     def _related_one(
         self,
@@ -367,31 +378,22 @@ class RelatedEngine:
         cand = _Candidates(text={h.product_id: h.score for h in text_hits})
         payloads = {h.product_id: h.payload for h in text_hits}
         if stats is not None and mode != "substitutes":
-            cand.behaviour, cand.counts = self._behaviour_signal(stats, product_id, weights)
-            if weights.transfer * (1 - confidence) > 0:
-                self._transfer(stats, product_id, text_hits, weights, cand)
-        if mode == "substitutes":
-            cand.behaviour, cand.transfer = {}, {}
-        # Every candidate must be a catalog product that passes the filter.
-        outside = [c for c in {*cand.behaviour, *cand.transfer} if c not in payloads]
-        payloads.update(self.payloads(outside))
+            cand.behaviour, cand.counts = self._behaviour_signal(stats, product_id, weights, pool)
+            if weights.transfer * (1 - confidence) >= 0.01:
+                self._transfer(stats, product_id, text_hits, weights, cand, pool)
         flt = base.with_excluded([product_id])
-        needs_attributes = flt != ProductFilter(exclude=flt.exclude)
-        allowed = {
-            c
-            for c in {*cand.text, *cand.behaviour, *cand.transfer}
-            if c not in flt.exclude
-            and (c in payloads or not self.has_catalog)
-            and (not needs_attributes or flt.matches(payloads.get(c, {"product_id": c})))
-        }
         if mode == "complements":
-            allowed = {c for c in allowed if cand.text.get(c, 0.0) < NEAR_DUPLICATE}
-        popularity = {c: popularity_prior(self.basket_count(c), most) for c in allowed} if most else {}
+            near_duplicates = [c for c, v in cand.text.items() if v >= NEAR_DUPLICATE]
+            flt = flt.with_excluded(near_duplicates)
+        candidates = sorted({*cand.text, *cand.behaviour, *cand.transfer} - set(flt.exclude))
+        counts = stats.counts_of(candidates) if stats is not None else np.zeros(len(candidates), np.int64)
         signals = {
-            "text": clip_unit({c: v for c, v in cand.text.items() if c in allowed}),
-            "behaviour": max_normalise({c: v for c, v in cand.behaviour.items() if c in allowed}),
-            "transfer": max_normalise({c: v for c, v in cand.transfer.items() if c in allowed}),
-            "popularity": popularity,
+            "text": clip_unit({c: v for c, v in cand.text.items() if c not in flt.exclude}),
+            "behaviour": max_normalise({c: v for c, v in cand.behaviour.items() if c not in flt.exclude}),
+            "transfer": max_normalise({c: v for c, v in cand.transfer.items() if c not in flt.exclude}),
+            "popularity": {c: popularity_prior(int(n), most) for c, n in zip(candidates, counts.tolist(), strict=True)}
+            if most
+            else {},
         }
         if mode == "complements":  # what goes with it: text only speaks for products without behaviour
             weights = FusionWeights(**{**weights.__dict__, "text_warm": 0.0})
@@ -399,13 +401,48 @@ class RelatedEngine:
             weights = FusionWeights(**{**weights.__dict__, "text_warm": weights.text})
         scores = fuse(signals, weights, confidence)
         ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
-        if collapse is not None:
-            ranked = self._collapse(product_id, ranked, payloads, collapse)
+        ranked = self._admissible(ranked, payloads, flt, collapse, product_id, k)
         per_signal = weights.signal_weights(confidence)
         return [
             self._fused_item(item, score, signals, per_signal, cand, payloads.get(item), confidence)
-            for item, score in ranked[:k]
+            for item, score in ranked
         ]
+
+    def _admissible(
+        self,
+        ranked: list[tuple[str, float]],
+        payloads: dict[str, dict[str, Any]],
+        flt: ProductFilter,
+        collapse: str | None,
+        product_id: str,
+        k: int,
+    ) -> list[tuple[str, float]]:
+        """Walk down the fused ranking until ``k`` products are catalog products passing the filter (and, with
+        ``collapse``, of distinct variant groups); payloads are fetched in blocks, only as far as needed."""
+        needs_attributes = flt != ProductFilter(exclude=flt.exclude)
+        groups = (
+            {variant_group(product_id, self.payloads([product_id]).get(product_id), collapse)} if collapse else set()
+        )
+        kept: list[tuple[str, float]] = []
+        block = max(4 * k, 32)
+        for start in range(0, len(ranked), block):
+            chunk = ranked[start : start + block]
+            payloads.update(self.payloads([c for c, _ in chunk if c not in payloads]))
+            for item, score in chunk:
+                payload = payloads.get(item)
+                if payload is None and self.has_catalog:
+                    continue  # not (or no longer) in the catalog
+                if needs_attributes and not flt.matches(payload or {"product_id": item}):
+                    continue
+                if collapse:
+                    group = variant_group(item, payload, collapse)
+                    if group in groups:
+                        continue
+                    groups.add(group)
+                kept.append((item, score))
+                if len(kept) == k:
+                    return kept
+        return kept
 
     def _transfer(
         self,
@@ -414,6 +451,7 @@ class RelatedEngine:
         text_hits: list[Hit],
         weights: FusionWeights,
         cand: _Candidates,
+        pool: int,
         neighbours: int = 10,
     ) -> None:
         """Borrow the behavioural neighbours of the product's nearest warm text neighbours, weighted by similarity."""
@@ -421,33 +459,29 @@ class RelatedEngine:
         total = sum(h.score for h in donors)
         if total <= 0:
             return
-        contributions: dict[str, float] = {}
-        strongest: dict[str, float] = {}  # the largest single donor's share, for the explanation
-        for donor in donors:
-            signal, counts = self._behaviour_signal(stats, donor.product_id, weights)
-            share = donor.score / total
-            for item, value in signal.items():
-                if item == product_id:
-                    continue
-                contributions[item] = contributions.get(item, 0.0) + share * value
-                if share * value > strongest.get(item, 0.0):
-                    strongest[item] = share * value
-                    cand.via[item] = (donor.product_id, donor.score, counts[item][0])
-        cand.transfer = contributions
-
-    def _collapse(
-        self, product_id: str, ranked: list[tuple[str, float]], payloads: dict[str, dict[str, Any]], collapse: str
-    ) -> list[tuple[str, float]]:
-        own = variant_group(product_id, self.payloads([product_id]).get(product_id), collapse)
-        seen = {own}
-        kept = []
-        for item, score in ranked:
-            group = variant_group(item, payloads.get(item), collapse)
-            if group in seen:
-                continue
-            seen.add(group)
-            kept.append((item, score))
-        return kept
+        size = stats.info().items
+        summed = np.zeros(size)
+        strongest = np.zeros(size)
+        via = np.full(size, -1, dtype=np.int64)  # donor position giving the strongest share
+        via_count = np.zeros(size, dtype=np.int64)
+        for position, donor in enumerate(donors):
+            codes, score, pair, _ = self._behaviour_scores(stats, donor.product_id, weights)
+            share = donor.score / total * score
+            summed[codes] += share
+            better = share > strongest[codes]
+            strongest[codes[better]] = share[better]
+            via[codes[better]] = position
+            via_count[codes[better]] = pair[better]
+        if product_id in stats:
+            summed[stats.codes_of([product_id])] = 0.0
+        top = np.flatnonzero(summed)
+        if top.size > pool:
+            top = top[np.argpartition(-summed[top], pool - 1)[:pool]]
+        names = stats.names_of(top)
+        cand.transfer = dict(zip(names, summed[top].tolist(), strict=True))
+        for name, code in zip(names, top.tolist(), strict=True):
+            donor = donors[int(via[code])]
+            cand.via[name] = (donor.product_id, donor.score, int(via_count[code]))
 
     def _fused_item(
         self,
@@ -547,20 +581,15 @@ class RelatedEngine:
                 raise NotFound("no history, no --interests and no behaviour statistics: nothing to recommend from")
             return Recommendation(user_id, "popularity", 0, self.popular(k=k, filter=flt))
         path = "history" if len(items) > 2 else ("cold-user" if items else "interests")
+        items = items[:MAX_HISTORY]  # most recent first; older products weigh little after recency decay
         weight_of = _recency_weights(items)
         vector = self._profile(items, weight_of, interests, profile, negatives)
         hits = self.search_vector(vector, k=pool, filter=flt) if vector is not None else []
         text = {h.product_id: h.score for h in hits}
         behaviour: dict[str, float] = {}
         counts: dict[str, tuple[int, float]] = {}
-        if stats is not None:
-            total = sum(weight_of.values()) or 1.0
-            for entry in items:
-                signal, pair_counts = self._behaviour_signal(stats, entry.product_id, weights)
-                for item, value in signal.items():
-                    behaviour[item] = behaviour.get(item, 0.0) + weight_of[entry.product_id] / total * value
-                    if item not in counts or pair_counts[item][0] > counts[item][0]:
-                        counts[item] = pair_counts[item]
+        if stats is not None and items:
+            behaviour, counts = self._history_signal(stats, items[:MAX_HISTORY], weight_of, weights, pool)
         payloads = {h.product_id: h.payload for h in hits}
         payloads.update(self.payloads([c for c in behaviour if c not in text]))
         needs_attributes = flt != ProductFilter(exclude=flt.exclude)
@@ -594,6 +623,35 @@ class RelatedEngine:
             for item, score in ranked
         ]
         return Recommendation(user_id, path, len(items), results)
+
+    def _history_signal(
+        self,
+        stats: BehaviourStats,
+        items: list[HistoryItem],
+        weight_of: dict[str, float],
+        weights: FusionWeights,
+        pool: int,
+    ) -> tuple[dict[str, float], dict[str, tuple[int, float]]]:
+        """Bought-together products of a history: shrunk lift summed over history products, recency-weighted."""
+        size = stats.info().items
+        summed = np.zeros(size)
+        best_pair = np.zeros(size, dtype=np.int64)
+        best_lift = np.zeros(size)
+        total = sum(weight_of.values()) or 1.0
+        for entry in items:
+            codes, score, pair, lift = self._behaviour_scores(stats, entry.product_id, weights)
+            summed[codes] += weight_of[entry.product_id] / total * score
+            better = pair > best_pair[codes]
+            best_pair[codes[better]] = pair[better]
+            best_lift[codes[better]] = lift[better]
+        top = np.flatnonzero(summed)
+        if top.size > pool:
+            top = top[np.argpartition(-summed[top], pool - 1)[:pool]]
+        names = stats.names_of(top)
+        return (
+            dict(zip(names, summed[top].tolist(), strict=True)),
+            {n: (int(best_pair[c]), float(best_lift[c])) for n, c in zip(names, top.tolist(), strict=True)},
+        )
 
     def _profile(
         self,
