@@ -15,5 +15,8 @@ done
 semassoc search "christmas tree decoration" -k 5 --max-price 2
 semassoc behavior build "$data/invoices.parquet" --preset online-retail
 semassoc complements 85123A -k 5 --min-count 20
+semassoc related 85123A -k 5 --collapse base-code
+semassoc recommend --history 85123A,22423 -k 5
+semassoc batch related --all --out "$SEMASSOC_WORKSPACE/related.parquet"
 semassoc rules "$data/invoices.parquet" --preset online-retail --min-support 0.02 --min-confidence 0.5 --top 5
 semassoc info
