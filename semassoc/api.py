@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from semassoc import batch
 from semassoc.batch import BatchReport
@@ -21,15 +21,17 @@ from semassoc.behaviour import BehaviourStats
 from semassoc.catalog import CatalogColumns, OnError, Product, read_catalog
 from semassoc.encoder import Encoder, LazyEncoder, VectorCache, encode_with_cache, read_max_seq_length
 from semassoc.errors import InvalidInput, NotFound, RowProblem
-from semassoc.events import Events, LoadOptions
 from semassoc.fusion import FusionWeights
 from semassoc.prompts import PromptSet, text_hash
 from semassoc.related import Recommendation, RelatedEngine, check_k, text_item
 from semassoc.results import ScoredItem
-from semassoc.rules import Rule, mine_rules, write_rules
 from semassoc.store import ProductFilter
 from semassoc.users import UserHistories
 from semassoc.workspace import MANIFEST, Workspace, resolve_workspace_path
+
+if TYPE_CHECKING:  # the events reader and the rule miner load pyarrow/pyfim: imported where they are used
+    from semassoc.events import Events, LoadOptions
+    from semassoc.rules import Rule
 
 #: progress(advance, total): ``advance`` more products finished out of ``total`` to process.
 IndexProgress = Callable[[int, int], None]
@@ -504,6 +506,8 @@ def build_behavior(
         event_types: count only these event types (e.g. ``["purchase"]``).
         progress: called as ``progress(stage, step, steps)``.
     """
+    from semassoc.events import LoadOptions
+
     started = time.perf_counter()
     options = options or LoadOptions()
     parts = _load_all([events] if isinstance(events, (str, Path)) else list(events), options)
@@ -547,6 +551,8 @@ def update_behavior(
         events: the new file(s). A file already counted (same content) is refused.
         options: how to read them; default: the options the statistics were built with.
     """
+    from semassoc.events import LoadOptions
+
     started = time.perf_counter()
     with Workspace.open(workspace, writer=True) as ws:
         stats = BehaviourStats.open(ws.behaviour_dir)
@@ -738,6 +744,9 @@ def rules(
         out: write the rules here (.csv, .parquet or .jsonl); None writes nothing.
         sort_by: ``lift``, ``confidence``, ``support``, ``count`` or ``coverage`` (descending).
     """
+    from semassoc.events import Events, LoadOptions
+    from semassoc.rules import mine_rules, write_rules
+
     started = time.perf_counter()
     if sort_by not in ("lift", "confidence", "support", "count", "coverage"):
         raise InvalidInput(f"cannot sort rules by {sort_by!r}; use lift, confidence, support, count or coverage")

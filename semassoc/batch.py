@@ -15,10 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
-
 from semassoc.errors import InvalidInput, NotFound
 from semassoc.fusion import FusionWeights
 from semassoc.related import RelatedEngine
@@ -28,18 +24,24 @@ from semassoc.store import ProductFilter
 #: progress(done, total) in queries (products or users).
 BatchProgress = Callable[[int, int], None]
 FORMATS = {".parquet": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
-SCHEMA = pa.schema(
-    [
-        ("query", pa.string()),
-        ("path", pa.string()),
-        ("rank", pa.int32()),
-        ("product_id", pa.string()),
-        ("title", pa.string()),
-        ("score", pa.float64()),
-        ("explanation", pa.string()),
-        ("signals", pa.string()),  # JSON object: per-signal scores
-    ]
-)
+
+
+def _schema() -> Any:
+    """Columns of every batch output (pyarrow is imported only when a batch runs)."""
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            ("query", pa.string()),
+            ("path", pa.string()),
+            ("rank", pa.int32()),
+            ("product_id", pa.string()),
+            ("title", pa.string()),
+            ("score", pa.float64()),
+            ("explanation", pa.string()),
+            ("signals", pa.string()),  # JSON object: per-signal scores
+        ]
+    )
 
 
 @dataclass
@@ -115,6 +117,9 @@ def _run(
     chunk_size: int,
     progress: BatchProgress | None,
 ) -> BatchReport:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     started = time.perf_counter()
     out = Path(out)
     fmt = FORMATS.get(out.suffix.lower())
@@ -134,7 +139,7 @@ def _run(
         if part.is_file():
             resumed += 1
         else:
-            table = pa.Table.from_pylist(answer(chunk), schema=SCHEMA)
+            table = pa.Table.from_pylist(answer(chunk), schema=_schema())
             tmp = part.with_suffix(".tmp")
             pq.write_table(table, tmp)
             os.replace(tmp, part)  # a chunk is on disk whole or not at all
@@ -163,8 +168,12 @@ def _claim(parts: Path, job: dict[str, Any]) -> None:
 
 
 def _assemble(parts: Path, n_chunks: int, out: Path, fmt: str) -> int:
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
     tables = [pq.read_table(parts / f"part-{i:06d}.parquet") for i in range(n_chunks)]
-    table = pa.concat_tables(tables) if tables else SCHEMA.empty_table()
+    table = pa.concat_tables(tables) if tables else _schema().empty_table()
     tmp = out.with_name(f".{out.name}.tmp")
     out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "parquet":

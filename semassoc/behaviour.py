@@ -30,12 +30,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import scipy.sparse as sp
 
 from semassoc.errors import InvalidInput, NotFound, SemassocError
-from semassoc.events import Events
+
+if TYPE_CHECKING:  # scipy and the events reader (pyarrow) load only where statistics are built, not for queries
+    import scipy.sparse as sp
+
+    from semassoc.events import Events
 
 __all__ = [
     "METRICS",
@@ -155,6 +159,8 @@ def basket_item_matrix(
         >>> X.toarray().tolist()
         [[1, 1], [0, 1]]
     """
+    import scipy.sparse as sp
+
     columns = events.item_ids if item_ids is None else item_ids
     code_map = np.searchsorted(columns, events.item_ids) if events.item_ids.size else np.zeros(0, np.int64)
     if events.item_ids.size and not np.array_equal(columns[np.minimum(code_map, columns.size - 1)], events.item_ids):
@@ -205,6 +211,8 @@ def pair_counts(matrix: sp.csr_matrix, workers: int | None = None) -> tuple[sp.c
         >>> pairs.toarray().tolist(), counts.tolist()
         ([[0, 1], [1, 0]], [2, 1])
     """
+    import scipy.sparse as sp
+
     matrix = matrix.tocsr()
     transposed = matrix.T.tocsr()
     n_items = matrix.shape[1]
@@ -482,6 +490,8 @@ class BehaviourStats:
             raise InvalidInput(f"min_count must be an integer >= 1, not {min_count!r}")
         if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
             raise InvalidInput(f"top_k must be an integer >= 1 or None, not {top_k!r}")
+        from semassoc.events import Events
+
         parts = [events] if isinstance(events, Events) else list(events)
         _check_distinct_sources([], parts)
         joined = Events.concat(parts)
@@ -514,6 +524,8 @@ class BehaviourStats:
         Raises:
             InvalidInput: a source file was already counted (same sha256).
         """
+        from semassoc.events import Events
+
         parts = [events] if isinstance(events, Events) else list(events)
         known = [digest for _, digest in self._manifest["sources"]]
         _check_distinct_sources(known, parts)
@@ -727,6 +739,8 @@ class _State:
 
     @classmethod
     def load(cls, directory: Path, weighted: bool) -> _State:
+        import scipy.sparse as sp
+
         manifest = json.loads((directory / "manifest.json").read_text(encoding="utf-8"))
         item_ids = np.load(directory / "item_ids.npy").astype(object)
         size = item_ids.shape[0]
@@ -830,12 +844,16 @@ class _State:
 
 def _reindex(matrix: sp.csr_matrix, mapping: np.ndarray, size: int) -> sp.csr_matrix:
     """Move rows and columns of a square matrix to new positions in a larger vocabulary."""
+    import scipy.sparse as sp
+
     coo = matrix.tocoo()
     return sp.csr_matrix((coo.data, (mapping[coo.row], mapping[coo.col])), shape=(size, size))
 
 
 def _align(weighted: sp.csr_matrix, pattern: sp.csr_matrix) -> sp.csr_matrix:
     """The weighted gram on exactly the pattern of the count matrix (zero where a weight summed to zero)."""
+    import scipy.sparse as sp
+
     weighted = weighted.tocsr()
     weighted.sort_indices()
     if np.array_equal(weighted.indptr, pattern.indptr) and np.array_equal(weighted.indices, pattern.indices):

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -20,10 +20,12 @@ from rich.table import Table
 from semassoc import api
 from semassoc.catalog import CatalogColumns
 from semassoc.errors import InvalidInput, SemassocError
-from semassoc.events import EventColumns, EventFilters, LoadOptions
 from semassoc.results import ScoredItem
 from semassoc.store import ProductFilter
 from semassoc.workspace import ENV_QDRANT_URL, ENV_WORKSPACE
+
+if TYPE_CHECKING:
+    from semassoc.events import LoadOptions
 
 app = typer.Typer(
     name="semassoc",
@@ -443,6 +445,8 @@ def _load_options(
     keep_nonpositive: bool,
     on_error: OnErrorChoice,
 ) -> LoadOptions:
+    from semassoc.events import EventColumns, EventFilters, LoadOptions
+
     if preset not in (None, "online-retail"):
         raise InvalidInput(f"--preset {preset}: the only preset is 'online-retail'")
     base = EventFilters.online_retail() if preset else EventFilters()
@@ -573,6 +577,8 @@ def behavior_update(
     options = None
     if on_error is not None:
         from dataclasses import replace
+
+        from semassoc.events import LoadOptions
 
         stored = api.Workspace.open(workspace).manifest.behaviour.get("load_options") or {}
         options = replace(LoadOptions.from_dict(stored), on_error=on_error.value)

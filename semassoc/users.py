@@ -10,12 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from semassoc.behaviour import _atomic_replace
 from semassoc.errors import InvalidInput
-from semassoc.events import Events
+
+if TYPE_CHECKING:
+    from semassoc.events import Events
 
 MISSING = np.iinfo(np.int64).min
 
@@ -110,7 +113,7 @@ class UserHistories:
 
 
 def _columns(events: Events | list[Events]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    parts = [events] if isinstance(events, Events) else events
+    parts = events if isinstance(events, list) else [events]
     out = []
     for part in parts:
         if part.user is None or part.user_ids is None:
