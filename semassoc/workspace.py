@@ -146,7 +146,8 @@ class Workspace:
                     "use another --workspace for another collection"
                 )
             return ws
-        if root.exists() and any(root.iterdir()):
+        # A lock file alone is what a first run that failed before writing its manifest leaves behind.
+        if root.exists() and any(entry.name != "lock" for entry in root.iterdir()):
             raise InvalidInput(f"{root} exists and is not a semassoc workspace; choose another --workspace")
         root.mkdir(parents=True, exist_ok=True)
         settings = StoreSettings(
