@@ -1022,7 +1022,7 @@ def write_chart(report: EvaluationReport, path: str | Path, metric: str = "ndcg@
     axes.invert_yaxis()
     axes.set_xlabel(f"{metric} (mean ± standard error)")
     axes.set_title(f"{metric} by method, warm vs cold products", loc="left")
-    axes.legend(loc="lower right")
+    axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=len(sets), frameon=False)
     axes.grid(axis="x", alpha=0.3)
     figure.savefig(path, dpi=110)
     return Path(path)

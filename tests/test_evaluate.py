@@ -1,0 +1,260 @@
+"""Evaluation: metric functions against hand-computed cases, truth construction, the split, and the CLI end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from semassoc import evaluate as ev
+from semassoc.cli import app
+from semassoc.errors import InvalidInput
+from semassoc.events import EventFilters, LoadOptions, events_from_baskets, load_events
+
+from .conftest import EXAMPLES
+
+CATALOG = EXAMPLES / "catalog.csv"
+INVOICES = EXAMPLES / "invoices.parquet"
+
+
+# ----------------------------------------------------------------------------------------------------------- metrics
+def test_recall_counts_relevant_found_over_all_relevant() -> None:
+    assert ev.recall_at_k(["a", "x", "b", "c"], {"a", "b", "c", "d"}, 3) == 0.5
+    assert ev.recall_at_k(["x"], set(), 10) == 0.0
+
+
+def test_graded_ndcg_worked_example() -> None:
+    # truth grades a=3, b=2, c=1; list: x, a, c (k=3)
+    # DCG  = 0/log2(2) + 3/log2(3) + 1/log2(4) = 1.892789 + 0.5 = 2.392789
+    # IDCG = 3/log2(2) + 2/log2(3) + 1/log2(4) = 3 + 1.261860 + 0.5 = 4.761860 -> 0.502491
+    grades = {"a": 3.0, "b": 2.0, "c": 1.0}
+    expected = (3 / math.log2(3) + 1 / 2) / (3 + 2 / math.log2(3) + 1 / 2)
+    assert ev.ndcg_at_k(["x", "a", "c"], grades, 3) == pytest.approx(expected)
+    assert ev.ndcg_at_k(["x", "a", "c"], grades, 3) == pytest.approx(0.502491, abs=1e-6)
+    assert ev.ndcg_at_k(["a", "b", "c"], grades, 3) == pytest.approx(1.0)
+    assert ev.ndcg_at_k(["a"], grades, 1) == pytest.approx(1.0)  # IDCG is cut at k too
+    assert ev.ndcg_at_k(["b"], grades, 1) == pytest.approx(2 / 3)
+    assert ev.ndcg_at_k(["x"], {}, 5) == 0.0
+
+
+def test_mrr_and_hit_rate() -> None:
+    assert ev.mrr_at_k(["x", "y", "a", "b"], {"a", "b"}, 10) == pytest.approx(1 / 3)
+    assert ev.mrr_at_k(["x", "y", "a"], {"a"}, 2) == 0.0
+    assert ev.hit_rate_at_k(["x", "a"], {"a"}, 2) == 1.0
+    assert ev.hit_rate_at_k(["x", "a"], {"a"}, 1) == 0.0
+
+
+def test_coverage_and_standard_error() -> None:
+    assert ev.catalog_coverage([["a", "b", "c"], ["b", "d"]], 8, 2) == pytest.approx(3 / 8)  # a, b, d
+    assert ev.standard_error([1.0, 0.0, 1.0, 0.0]) == pytest.approx(np.std([1, 0, 1, 0], ddof=1) / 2)
+    assert ev.standard_error([0.3]) is None
+
+
+def test_score_lists_drops_the_query_from_list_and_truth() -> None:
+    # The query "q" is first in the list and the best in the truth: it must count neither way.
+    scores = ev.score_lists([["q", "a", "x", "b"]], [{"q": 9.0, "a": 2.0, "b": 1.0}], [2], exclude=[{"q"}])
+    assert scores["recall@2"].mean == pytest.approx(0.5)  # a found of {a, b}; list after dropping q: a, x
+    assert scores["hit_rate@2"].mean == 1.0
+    assert scores["mrr@2"].mean == 1.0
+    assert scores["ndcg@2"].mean == pytest.approx(2 / (2 + 1 / math.log2(3)))
+    assert "coverage@2" not in scores  # no catalog given
+
+
+def test_score_lists_catalog_filter_duplicates_and_standard_errors() -> None:
+    catalog = {"a", "b", "c", "d"}
+    scores = ev.score_lists(
+        [["zz", "a", "a", "b"], ["c", "d"]], [{"a": 1.0}, {"b": 1.0}], [1, 2], exclude=[{"q1"}, {"q2"}], catalog=catalog
+    )
+    # query 1: list a, b (zz not in the catalog, duplicate a dropped) -> hit at 1; query 2: c, d -> miss
+    assert scores["hit_rate@1"].mean == 0.5
+    assert scores["hit_rate@1"].se == pytest.approx(0.5)  # std([1, 0], ddof=1) / sqrt(2)
+    assert scores["coverage@1"].mean == pytest.approx(2 / 4)  # a, c
+    assert scores["coverage@2"].mean == pytest.approx(4 / 4)
+    assert scores["coverage@2"].se is None
+
+
+# ------------------------------------------------------------------------------------------------------------- truth
+BASKETS = [
+    ["a", "b"],
+    ["a", "b"],
+    ["a", "b", "c"],
+    ["a", "c"],
+    ["c", "d"],
+    ["d", "e"],
+    ["d", "e"],
+    ["f"],
+    ["a", "b", "c", "d", "e", "f"],  # a big basket: left out with max_basket_size < 6
+]
+
+
+def test_truth_thresholds_and_bounded_baskets() -> None:
+    events = events_from_baskets(BASKETS)
+    truth = ev.build_truth(events, ev.TruthConfig(min_count=2, min_lift=1.5, max_basket_size=5))
+    assert truth.baskets == 8 and truth.skipped_baskets == 1
+    # a is in 4 of 8 bounded baskets, b in 3, ab together in 3: lift = 3 * 8 / (4 * 3) = 2
+    assert truth.relevant("a") == {"b": 3.0}  # ac: count 2, lift 2 * 8 / (4 * 3) = 1.33 < 1.5
+    assert truth.relevant("d") == {"e": 2.0}  # de: lift 2 * 8 / (3 * 2) = 2.67
+    assert truth.relevant("f") == {}
+    low = ev.build_truth(events, ev.TruthConfig(min_count=2, min_lift=1.0, max_basket_size=5))
+    assert low.relevant("a") == {"b": 3.0, "c": 2.0}
+    strict = ev.build_truth(events, ev.TruthConfig(min_count=3, min_lift=1.0, max_basket_size=5))
+    assert strict.relevant("a") == {"b": 3.0}
+
+
+def test_raw_truth_counts_every_basket_without_lift() -> None:
+    events = events_from_baskets(BASKETS)
+    raw = ev.build_truth(events, ev.TruthConfig(kind="raw", min_count=2))
+    assert raw.baskets == 9
+    assert raw.relevant("a") == {"b": 4.0, "c": 3.0}
+    assert raw.relevant("f") == {}
+    assert "any size" in ev.TruthConfig(kind="raw").describe()
+
+
+def test_truth_drops_products_outside_the_catalog() -> None:
+    truth = ev.build_truth(events_from_baskets(BASKETS), ev.TruthConfig(min_lift=1.0, max_basket_size=5), {"a", "c"})
+    assert truth.relevant("a") == {"c": 2.0}
+
+
+# ------------------------------------------------------------------------------------------------------------- split
+@pytest.fixture(scope="module")
+def example_events():
+    return load_events(INVOICES, filters=EventFilters.online_retail())
+
+
+def test_temporal_split_is_disjoint_in_time(example_events) -> None:
+    split = ev.temporal_split(example_events, split_fraction=0.7)
+    assert split.train.timestamp.max() < np.datetime64(split.cut.replace(tzinfo=None), "us")
+    assert split.test.timestamp.min() >= np.datetime64(split.cut.replace(tzinfo=None), "us")
+    assert len(split.train) + len(split.test) == len(example_events)
+    assert not set(split.train.basket_ids.tolist()) & set(split.test.basket_ids.tolist())
+    # vocabularies hold only what each side uses
+    assert set(split.train.item_ids.tolist()) == set(split.train.item_ids[split.train.item].tolist())
+    assert split.new_items == set(split.test.item_ids.tolist()) - set(split.train.item_ids.tolist())
+
+
+def test_split_date_and_errors(example_events) -> None:
+    cut = datetime(2010, 11, 1, tzinfo=timezone.utc)
+    split = ev.temporal_split(example_events, split_date=cut)
+    assert split.cut == cut
+    with pytest.raises(InvalidInput, match="no events before"):
+        ev.temporal_split(example_events, split_date=datetime(2000, 1, 1))
+    with pytest.raises(InvalidInput, match="split-fraction"):
+        ev.temporal_split(example_events, split_fraction=1.5)
+    with pytest.raises(InvalidInput, match="timestamp"):
+        ev.temporal_split(events_from_baskets([["a", "b"]]))
+
+
+def test_cold_share_hides_products_and_is_seeded(example_events) -> None:
+    one = ev.temporal_split(example_events, cold_share=0.2, seed=7)
+    two = ev.temporal_split(example_events, cold_share=0.2, seed=7)
+    other = ev.temporal_split(example_events, cold_share=0.2, seed=8)
+    plain = ev.temporal_split(example_events)
+    assert one.hidden_items == two.hidden_items != other.hidden_items
+    assert len(one.hidden_items) == round(0.2 * plain.train.n_items)
+    assert not one.hidden_items & set(one.train.item_ids.tolist())
+    assert one.hidden_items <= set(plain.train.item_ids.tolist())
+    assert one.cold_items == one.new_items | one.hidden_items
+    assert len(one.test) == len(plain.test)  # the judged side keeps every event
+
+
+def test_query_sets_have_evidence(example_events) -> None:
+    catalog = ev.catalog_ids(CATALOG)
+    data = ev.prepare(catalog, example_events, ev.EvaluationConfig(cold_share=0.1, max_queries=None, max_users=None))
+    assert data.products.warm and data.products.cold
+    assert set(data.products.cold) <= data.split.cold_items
+    for q in data.products.warm[:50] + data.products.cold[:50]:
+        assert len(data.truth.relevant(q)) >= 1 and q not in data.truth.relevant(q)
+    assert data.users and data.short_users
+    assert all(len(u.history) <= 2 for u in data.short_users)
+    assert all(not set(u.truth) & set(u.history) for u in data.users)
+
+
+def test_registry_names_and_optional_methods() -> None:
+    assert "popularity" in ev.METHODS and "similar" in ev.METHODS
+    assert {f"complements --metric {m}" for m in ev.BEHAVIOUR_WEIGHTINGS} <= set(ev.METHODS)
+    names = set(ev.available_methods())
+    from semassoc.related import RelatedEngine
+
+    assert ("related --mode auto" in names) == hasattr(RelatedEngine, "related")
+    assert ("recommend" in ev.available_user_methods()) == hasattr(RelatedEngine, "recommend")
+    with pytest.raises(InvalidInput, match="unknown method"):
+        ev._selected(ev.EvaluationConfig(methods=("nope",)))
+
+
+# ------------------------------------------------------------------------------------------------------- end to end
+def test_cli_evaluate_end_to_end(tmp_path: Path) -> None:
+    out = tmp_path / "eval" / "report.json"
+    args = [
+        "evaluate",
+        str(CATALOG),
+        str(INVOICES),
+        "--preset",
+        "online-retail",
+        "--model",
+        "hashing:64",
+        "--workspace",
+        str(tmp_path / "ws"),
+        "--cold-share",
+        "0.1",
+        "--max-queries",
+        "40",
+        "--max-users",
+        "30",
+        "--out",
+        str(out),
+    ]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert out.with_suffix(".png").stat().st_size > 1000
+    for key in ("config", "truth_definition", "metric_definitions", "query_sets", "data", "results", "timings"):
+        assert key in report
+    assert report["query_sets"]["warm"] > 0 and report["query_sets"]["cold"] > 0
+    assert len(report["data"]["catalog_sha256"]) == 64 and len(report["data"]["events_sha256"]) == 64
+    by = {(r["method"], r["query_set"]): r["metrics"] for r in report["results"]}
+    for method in ("popularity", "similar", *(f"complements --metric {m}" for m in ev.BEHAVIOUR_WEIGHTINGS)):
+        assert (method, "warm") in by and (method, "cold") in by
+    for m in ev.BEHAVIOUR_WEIGHTINGS:
+        cold = by[(f"complements --metric {m}", "cold")]
+        assert all(v["mean"] == 0.0 for v in cold.values())  # behaviour alone knows nothing about cold products
+        assert by[(f"complements --metric {m}", "warm")]["ndcg@10"]["mean"] > 0
+    assert by[("similar", "cold")]["ndcg@10"]["mean"] > 0
+    assert ("text-profile", "users") in by
+    # a re-run reuses the index: nothing is encoded again
+    again = CliRunner().invoke(app, [*args[:-2], "--json", "--methods", "popularity,similar"])
+    assert again.exit_code == 0, again.output
+    rerun = json.loads(again.stdout)
+    assert rerun["data"]["encoded"] == 0
+    assert {r["method"] for r in rerun["results"]} == {"popularity", "similar"}
+
+
+def test_cli_evaluate_bad_options(tmp_path: Path) -> None:
+    base = ["evaluate", str(CATALOG), str(INVOICES), "--model", "hashing:16", "-w", str(tmp_path / "ws")]
+    result = CliRunner().invoke(app, [*base, "--truth", "nope"])
+    assert result.exit_code == 2
+    result = CliRunner().invoke(app, [*base, "--methods", "popularity,nope"])
+    assert result.exit_code == 2 and "unknown method" in result.output
+
+
+@pytest.mark.slow
+def test_real_model_evaluation_is_fast_enough(tmp_path: Path) -> None:
+    """The whole evaluation with the bundled model on the example data (encoding 3,000 titles included)."""
+    started = time.perf_counter()
+    report = ev.evaluate(
+        CATALOG,
+        INVOICES,
+        options=LoadOptions(filters=EventFilters.online_retail()),
+        workspace=tmp_path / "ws",
+        config=ev.EvaluationConfig(cold_share=0.1, max_queries=150, max_users=100),
+        out=tmp_path / "report.json",
+    )
+    seconds = time.perf_counter() - started
+    print(f"real-model evaluation on the example data: {seconds:.1f} s", report.timings)
+    assert seconds < 120
+    assert report.score("similar", "cold", "ndcg@10").mean > report.score("popularity", "cold", "ndcg@10").mean
