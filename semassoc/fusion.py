@@ -11,6 +11,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
+import numpy as np
+
 from semassoc.errors import InvalidInput
 
 Signal = Mapping[str, float]
@@ -124,6 +126,37 @@ def popularity_prior(baskets: int, most: int) -> float:
     return math.log1p(baskets) / math.log1p(most)
 
 
+ASSOCIATIONS = ("count", "lift", "npmi", "cosine")
+
+
+def association_scores(
+    association: str, pair: np.ndarray, left: int, right: np.ndarray, baskets: int, shrink: float
+) -> np.ndarray:
+    """Score bought-together pairs of one query product (``left`` baskets) with neighbours (``right`` baskets each),
+    ``pair`` shared baskets, out of ``baskets``; only associations above chance (lift > 1) score above 0.
+
+    Example:
+        >>> association_scores("count", np.array([5, 1]), 10, np.array([20, 1000]), 1000, 10.0).tolist()
+        [5.0, 0.0]
+    """
+    pair = pair.astype(np.float64)
+    right = right.astype(np.float64)
+    lift = pair * baskets / (left * right)
+    above = lift > 1
+    if association == "count":
+        score = pair
+    elif association == "lift":
+        score = np.log(np.maximum(lift, 1.0)) * pair / (pair + shrink)
+    elif association == "npmi":
+        joint = pair / baskets
+        score = np.log(np.maximum(lift, 1e-300)) / -np.log(np.maximum(joint, 1e-300))
+    elif association == "cosine":
+        score = pair / np.sqrt(left * right)
+    else:
+        raise InvalidInput(f"association must be one of {', '.join(ASSOCIATIONS)}, not {association!r}")
+    return np.where(above, score, 0.0)
+
+
 @dataclass(frozen=True)
 class FusionWeights:
     """The knobs of ``related --mode auto`` (defaults chosen with the evaluation harness; see docs/fusion.md).
@@ -136,6 +169,8 @@ class FusionWeights:
         popularity: weight of the popularity prior (a tie-breaker).
         half_point: baskets at which a product's own behaviour gets confidence 0.5.
         shrink: pseudo-count of the lift shrinkage.
+        association: how a bought-together pair is scored: ``count`` (shared baskets; within one query product the
+            same ranking as confidence), ``lift`` (log-lift shrunk by ``shrink``), ``npmi`` or ``cosine``.
         method: ``"sum"`` (weighted sum of calibrated scores) or ``"rrf"`` (reciprocal-rank fusion).
         rrf_k: the RRF constant.
     """
@@ -147,6 +182,7 @@ class FusionWeights:
     popularity: float = 0.05
     half_point: float = 20.0
     shrink: float = 10.0
+    association: str = "lift"
     method: str = "sum"
     rrf_k: float = 60.0
 
@@ -156,6 +192,8 @@ class FusionWeights:
             numeric = isinstance(value, float | int) and not isinstance(value, bool)
             if numeric and (not math.isfinite(value) or value < 0):
                 raise InvalidInput(f"fusion weight {f.name} must be a finite number >= 0, not {value!r}")
+        if self.association not in ASSOCIATIONS:
+            raise InvalidInput(f"association must be one of {', '.join(ASSOCIATIONS)}, not {self.association!r}")
         if self.method not in ("sum", "rrf"):
             raise InvalidInput(f"fusion method must be 'sum' or 'rrf', not {self.method!r}")
         if self.half_point <= 0:

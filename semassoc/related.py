@@ -17,7 +17,15 @@ import numpy as np
 from semassoc.behaviour import METRICS, BehaviourStats, Neighbour
 from semassoc.encoder import Encoder, LazyEncoder
 from semassoc.errors import InvalidInput, NotFound
-from semassoc.fusion import FusionWeights, clip_unit, evidence_confidence, fuse, max_normalise, popularity_prior
+from semassoc.fusion import (
+    FusionWeights,
+    association_scores,
+    clip_unit,
+    evidence_confidence,
+    fuse,
+    max_normalise,
+    popularity_prior,
+)
 from semassoc.prompts import PromptSet
 from semassoc.results import ScoredItem, public_attributes
 from semassoc.store import Hit, ProductFilter
@@ -339,19 +347,20 @@ class RelatedEngine:
     def _behaviour_scores(
         self, stats: BehaviourStats, product_id: str, weights: FusionWeights
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(codes, shrunk-lift scores, pair counts, lifts) of a product's positive associations, as arrays."""
+        """(codes, association scores, pair counts, lifts) of a product's above-chance associations, as arrays."""
         codes, pair, right = stats.neighbour_codes(product_id)
         if codes.size == 0:
             return codes, np.zeros(0), pair, np.zeros(0)
-        lift = pair * stats.info().baskets / (stats.item_count(product_id) * right.astype(np.float64))
-        score = np.where(lift > 1, np.log(np.maximum(lift, 1.0)) * pair / (pair + weights.shrink), 0.0)
+        left, baskets = stats.item_count(product_id), stats.info().baskets
+        lift = pair * baskets / (left * right.astype(np.float64))
+        score = association_scores(weights.association, pair, left, right, baskets, weights.shrink)
         keep = score > 0
         return codes[keep], score[keep], pair[keep], lift[keep]
 
     def _behaviour_signal(
         self, stats: BehaviourStats, product_id: str, weights: FusionWeights, pool: int = 10**9
     ) -> tuple[dict[str, float], dict[str, tuple[int, float]]]:
-        """The ``pool`` strongest associations of a product, by shrunk lift, keyed by product id."""
+        """The ``pool`` strongest associations of a product, keyed by product id."""
         codes, score, pair, lift = self._behaviour_scores(stats, product_id, weights)
         if codes.size > pool:
             top = np.argpartition(-score, pool - 1)[:pool]
@@ -466,7 +475,9 @@ class RelatedEngine:
         via_count = np.zeros(size, dtype=np.int64)
         for position, donor in enumerate(donors):
             codes, score, pair, _ = self._behaviour_scores(stats, donor.product_id, weights)
-            share = donor.score / total * score
+            if score.size == 0:
+                continue
+            share = donor.score / total * score / score.max()  # each donor's associations on one scale
             summed[codes] += share
             better = share > strongest[codes]
             strongest[codes[better]] = share[better]
@@ -640,7 +651,9 @@ class RelatedEngine:
         total = sum(weight_of.values()) or 1.0
         for entry in items:
             codes, score, pair, lift = self._behaviour_scores(stats, entry.product_id, weights)
-            summed[codes] += weight_of[entry.product_id] / total * score
+            if score.size == 0:
+                continue
+            summed[codes] += weight_of[entry.product_id] / total * score / score.max()
             better = pair > best_pair[codes]
             best_pair[codes[better]] = pair[better]
             best_lift[codes[better]] = lift[better]
