@@ -49,6 +49,17 @@ def grid() -> dict[str, FusionWeights]:
     return out
 
 
+def fine_grid() -> dict[str, FusionWeights]:
+    """Around the coarse winner (count, half point 20, text_warm 0.3, transfer 0.3)."""
+    base = FusionWeights(association="count", half_point=20.0, text_warm=0.3, transfer=0.3)
+    out = {"coarse winner": base, "rrf": replace(base, method="rrf")}
+    for transfer, popularity in itertools.product((0.15, 0.3, 0.6, 1.0), (0.0, 0.05, 0.2)):
+        out[f"count transfer={transfer:g} popularity={popularity:g}"] = replace(
+            base, transfer=transfer, popularity=popularity
+        )
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("catalog")
@@ -57,6 +68,7 @@ def main() -> None:
     parser.add_argument("--max-queries", type=int, default=600)
     parser.add_argument("--final-fraction", type=float, default=0.8)
     parser.add_argument("--fraction", type=float, default=0.75)
+    parser.add_argument("--grid", choices=("coarse", "fine"), default="coarse")
     args = parser.parse_args()
 
     # Keep only the events before the final evaluation's cut.
@@ -67,7 +79,7 @@ def main() -> None:
     pq.write_table(table.filter(np.asarray(times < cut)), early)
     print(f"validation events: before {cut} ({int((times < cut).sum()):,} of {len(times):,} rows)")
 
-    variants = grid()
+    variants = grid() if args.grid == "coarse" else fine_grid()
     for name, weights in variants.items():
         ev.METHODS[f"auto [{name}]"] = variant("auto", weights)
     config = ev.EvaluationConfig(

@@ -159,7 +159,8 @@ def association_scores(
 
 @dataclass(frozen=True)
 class FusionWeights:
-    """The knobs of ``related --mode auto`` (defaults chosen with the evaluation harness; see docs/fusion.md).
+    """The knobs of ``related --mode auto``. The defaults were chosen with the evaluation harness on a validation
+    split of Online Retail that ends before the test period (``benchmarks/tune_fusion.py``; see docs/fusion.md).
 
     Attributes:
         text: weight of text similarity for a product without behaviour (it fades to ``text_warm`` as evidence grows).
@@ -182,7 +183,7 @@ class FusionWeights:
     popularity: float = 0.05
     half_point: float = 20.0
     shrink: float = 10.0
-    association: str = "lift"
+    association: str = "count"
     method: str = "sum"
     rrf_k: float = 60.0
 
