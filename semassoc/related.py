@@ -64,6 +64,8 @@ def behaviour_item(n: Neighbour, metric: str, payload: dict[str, Any] | None) ->
 
 
 MODES = ("auto", "substitutes", "complements")
+#: Products whose association arrays an engine keeps (a few MB on typical catalogs).
+_SCORES_CACHE_SIZE = 4096
 #: Text similarity at or above which a candidate counts as a near-duplicate of the query (not a complement).
 NEAR_DUPLICATE = 0.9
 _TRAILING_LETTERS = re.compile(r"[A-Za-z]+$")
@@ -135,6 +137,7 @@ class RelatedEngine:
         self._stats_checked = False
         self._histories: UserHistories | None = None
         self._encoder = encoder
+        self._scores_cache: dict[tuple[str, str, float], tuple[np.ndarray, ...]] = {}
 
     @property
     def histories(self) -> UserHistories | None:
@@ -347,7 +350,21 @@ class RelatedEngine:
     def _behaviour_scores(
         self, stats: BehaviourStats, product_id: str, weights: FusionWeights
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(codes, association scores, pair counts, lifts) of a product's above-chance associations, as arrays."""
+        """(codes, association scores, pair counts, lifts) of a product's above-chance associations, as arrays.
+
+        Cached per engine: in a batch the same products come back again and again as text neighbours (donors).
+        """
+        key = (product_id, weights.association, weights.shrink)
+        cached = self._scores_cache.get(key)
+        if cached is None:
+            if len(self._scores_cache) >= _SCORES_CACHE_SIZE:
+                self._scores_cache.pop(next(iter(self._scores_cache)))  # drop the oldest entry
+            cached = self._scores_cache[key] = self._compute_scores(stats, product_id, weights)
+        return cached
+
+    def _compute_scores(
+        self, stats: BehaviourStats, product_id: str, weights: FusionWeights
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         codes, pair, right = stats.neighbour_codes(product_id)
         if codes.size == 0:
             return codes, np.zeros(0), pair, np.zeros(0)
