@@ -1,0 +1,112 @@
+"""`related` and `recommend` on a 10k-product workspace: whole-process latency and batch throughput.
+
+    python benchmarks/bench_related.py [--products 10000] [--runs 15]
+
+Workspace: the first N Instacart products (name, aisle and department as category; ../shared/data/instacart,
+non-commercial terms: read there, never copied into the project) indexed with the bundled model, behaviour from the
+593-user prior-orders sample. Prints medians of the whole `semassoc related` / `semassoc recommend` processes (start to
+exit) and batch throughput; writes benchmarks/out/bench_related.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("SEMASSOC_SHARED_DATA") or REPO.parent / "shared" / "data") / "instacart"
+
+
+def build(workdir: Path, n_products: int) -> tuple[Path, list[str], list[str]]:
+    from semassoc import api
+
+    aisles = {r["aisle_id"]: r["aisle"] for r in csv.DictReader((DATA / "aisles.csv").open())}
+    departments = {r["department_id"]: r["department"] for r in csv.DictReader((DATA / "departments.csv").open())}
+    catalog = workdir / "catalog.csv"
+    ids = []
+    with (DATA / "products.csv").open() as src, catalog.open("w", newline="") as dst:
+        writer = csv.writer(dst)
+        writer.writerow(["product_id", "title", "category", "department"])
+        for row in csv.DictReader(src):
+            if len(ids) == n_products:
+                break
+            ids.append(row["product_id"])
+            writer.writerow([row["product_id"], row["product_name"], aisles[row["aisle_id"]],
+                             departments[row["department_id"]]])
+    workspace = workdir / "ws"
+    start = time.perf_counter()
+    report = api.index_catalog(catalog, workspace=workspace)
+    print(f"indexed {report.products_total:,} products in {time.perf_counter() - start:.1f} s")
+    start = time.perf_counter()
+    behaviour = api.build_behavior(DATA / "prior_orders_593users_sample.csv", workspace=workspace)
+    took = time.perf_counter() - start
+    print(f"behaviour: {behaviour.baskets:,} orders, {behaviour.items:,} products in {took:.1f} s")
+    from semassoc.related import RelatedEngine
+    from semassoc.workspace import Workspace
+
+    with Workspace.open(workspace) as ws:
+        engine = RelatedEngine(ws)
+        warm = [p for p in ids if engine.basket_count(p) >= 5][:50]
+        users = engine.histories.user_ids()[:50] if engine.histories is not None else []
+    return workspace, warm or ids[:50], users
+
+
+def whole_process(args: list[str], runs: int) -> list[float]:
+    times = []
+    for i in range(runs):
+        command = [sys.executable, "-m", "semassoc.cli", *[a.format(i=i) for a in args]]
+        start = time.perf_counter()
+        subprocess.run(command, check=True, capture_output=True)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--products", type=int, default=10_000)
+    parser.add_argument("--runs", type=int, default=15)
+    args = parser.parse_args()
+    if not DATA.is_dir():
+        sys.exit(f"Instacart data not found at {DATA}")
+    workdir = Path(tempfile.mkdtemp(prefix="bench-related-"))
+    workspace, products, users = build(workdir, args.products)
+    results: dict[str, object] = {"products": args.products, "command": " ".join(sys.argv)}
+    for name, argv in (
+        ("related", ["related", "{p}", "-w", str(workspace), "--json"]),
+        ("similar", ["similar", "{p}", "-w", str(workspace), "--json"]),
+        ("recommend", ["recommend", "{u}", "-w", str(workspace), "--json"]),
+    ):
+        pool = users if name == "recommend" else products
+        if not pool:
+            continue
+        times = []
+        for i in range(args.runs):
+            filled = [a.replace("{p}", pool[i % len(pool)]).replace("{u}", pool[i % len(pool)]) for a in argv]
+            times += whole_process(filled, 1)
+        times.sort()
+        results[f"{name}_process_median_s"] = statistics.median(times)
+        results[f"{name}_process_p90_s"] = times[int(0.9 * (len(times) - 1))]
+        print(f"semassoc {name}: median {statistics.median(times):.3f} s, max {times[-1]:.3f} s ({len(times)} runs)")
+    from semassoc import api
+
+    for task, kwargs in (("related", {"all_products": True}), ("recommend", {"all_users": True})):
+        out = workdir / f"{task}.parquet"
+        run = api.batch_related if task == "related" else api.batch_recommend
+        report = run(out, workspace=workspace, **kwargs)
+        results[f"batch_{task}_per_s"] = report.per_second
+        print(f"batch {task}: {report.queries:,} in {report.seconds:.1f} s = {report.per_second:,.0f}/s")
+    out_dir = REPO / "benchmarks" / "out"
+    out_dir.mkdir(exist_ok=True)
+    (out_dir / "bench_related.json").write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
