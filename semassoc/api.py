@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # the events reader and the rule miner load pyarrow/pyfim: im
     from semassoc.events import Events, LoadOptions
     from semassoc.rules import Rule
 
-#: progress(advance, total): ``advance`` more products finished out of ``total`` to process.
+#: progress(done, total): ``done`` products of ``total`` to process are finished.
 IndexProgress = Callable[[int, int], None]
 
 _CHUNK = 1024  # products encoded and written per step: bounds memory, keeps the progress bar moving
@@ -232,6 +232,7 @@ def _index(
             to_encode.append(work)
 
     total = len(to_encode) + len(payload_only)
+    done = 0
     cache = VectorCache(ws.path / "cache.sqlite")
     encode_started = time.perf_counter()
     try:
@@ -248,15 +249,16 @@ def _index(
             report.encoded += stats.encoded
             report.from_cache += stats.cached
             store.upsert([w.product.product_id for w in chunk], vectors, [w.payload for w in chunk])
+            done += len(chunk)
             if progress is not None:
-                progress(len(chunk), total)
+                progress(done, total)
     finally:
         cache.close()
     report.encode_seconds = time.perf_counter() - encode_started
     if payload_only:
         store.set_payloads([w.product.product_id for w in payload_only], [w.payload for w in payload_only])
         if progress is not None:
-            progress(len(payload_only), total)
+            progress(total, total)
     store.delete(removed)
 
     manifest.encoder_id = encoder.id

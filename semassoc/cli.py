@@ -187,7 +187,7 @@ def index(
             id_column, title_column, description_column, category_column, brand_column, price_column, in_stock_column
         )
     )
-    with _progress_bar(disable=as_json) as advance:
+    with _progress_bar("encoding", disable=as_json) as advance:
         report = api.index_catalog(
             catalog,
             workspace=workspace,
@@ -225,37 +225,46 @@ def index(
 
 
 class _progress_bar:
-    """A rich progress bar with items/s on stderr; yields the callback the API calls."""
+    """A rich progress bar with items/s on stderr (off for --json or when stderr is no terminal); yields the
+    ``progress(done, total)`` callback the API calls."""
 
-    def __init__(self, disable: bool) -> None:
+    def __init__(self, label: str, disable: bool) -> None:
+        self.label = label
         self.disable = disable or not err.is_terminal
         self._progress: Any = None
         self._task: Any = None
 
-    def __enter__(self) -> Callable[[int, int], None]:
-        if self.disable:
-            return lambda advance, total: None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    def columns(self) -> list[Any]:
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
-        self._progress = Progress(
-            TextColumn("encoding"),
+        return [
+            TextColumn(self.label),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("{task.fields[rate]}"),
             TimeRemainingColumn(),
-            console=err,
-            transient=True,
-        )
+        ]
+
+    def update(self, done: int, total: int) -> None:
+        self._show(completed=done, total=total)
+        speed = self._progress.tasks[0].speed
+        self._show(rate=f"{speed:,.0f} items/s" if speed else "")
+
+    def _show(self, **fields: Any) -> None:
+        if self._task is None:
+            self._task = self._progress.add_task(
+                self.label, total=fields.get("total"), rate="", stage="", loss="", val="", eta=""
+            )
+        self._progress.update(self._task, **fields)
+
+    def __enter__(self) -> Callable[..., None]:
+        if self.disable:
+            return lambda *args: None
+        from rich.progress import Progress
+
+        self._progress = Progress(*self.columns(), console=err, transient=True)
         self._progress.__enter__()
-
-        def advance(step: int, total: int) -> None:
-            if self._task is None:
-                self._task = self._progress.add_task("index", total=total, rate="")
-            self._progress.update(self._task, advance=step, total=total)
-            speed = self._progress.tasks[0].speed
-            self._progress.update(self._task, rate=f"{speed:,.0f} items/s" if speed else "")
-
-        return advance
+        return self.update
 
     def __exit__(self, *exc: object) -> None:
         if self._progress is not None:
@@ -856,37 +865,6 @@ def _batch_summary(report: api.BatchReport, as_json: bool, what: str) -> None:
     )
 
 
-class _batch_bar:
-    """Progress on stderr for batch jobs (queries done of total)."""
-
-    def __init__(self, what: str, disable: bool) -> None:
-        self.what = what
-        self.disable = disable or not err.is_terminal
-        self._progress: Any = None
-        self._task: Any = None
-
-    def __enter__(self) -> Callable[[int, int], None]:
-        if self.disable:
-            return lambda done, total: None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self._progress = Progress(
-            TextColumn(self.what), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err, transient=True
-        )
-        self._progress.__enter__()
-
-        def update(done: int, total: int) -> None:
-            if self._task is None:
-                self._task = self._progress.add_task(self.what, total=total)
-            self._progress.update(self._task, completed=done, total=total)
-
-        return update
-
-    def __exit__(self, *exc: object) -> None:
-        if self._progress is not None:
-            self._progress.__exit__(*exc)
-
-
 @batch_app.command("related")
 @_errors
 def batch_related(
@@ -913,7 +891,7 @@ def batch_related(
 
     Example: semassoc batch related --cold 1 --out related_new.parquet
     """
-    with _batch_bar("products", as_json) as progress:
+    with _progress_bar("products", disable=as_json) as progress:
         report = api.batch_related(
             out_file,
             workspace=workspace,
@@ -953,7 +931,7 @@ def batch_recommend(
 
     Example: semassoc batch recommend --all --out recs.parquet
     """
-    with _batch_bar("users", as_json) as progress:
+    with _progress_bar("users", disable=as_json) as progress:
         report = api.batch_recommend(
             out_file,
             workspace=workspace,
@@ -1141,6 +1119,126 @@ def evaluate(
     out.print(f"in {report.timings['total']:.1f} s", highlight=False)
     if report.outputs:
         out.print(f"wrote {', '.join(report.outputs.values())}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+@_errors
+def train(
+    workspace: Workspace = None,
+    name: Annotated[
+        str | None, typer.Option("--name", help="Model directory name under WORKSPACE/models/ [default: tuned-<time>].")
+    ] = None,
+    model: Model = None,
+    min_count: Annotated[int, typer.Option("--min-count", min=1, help="Fewest baskets a pair must share.")] = 3,
+    min_lift: Annotated[float, typer.Option("--min-lift", min=0.0, help="Lowest lift of a pair.")] = 2.0,
+    min_npmi: Annotated[float, typer.Option("--min-npmi", min=-1.0, max=1.0, help="Lowest NPMI of a pair.")] = 0.1,
+    max_pairs: Annotated[int, typer.Option("--max-pairs", min=1, help="Most pairs kept, strongest first.")] = 20_000,
+    max_per_product: Annotated[
+        int, typer.Option("--max-per-product", min=1, help="Most pairs per product (its strongest).")
+    ] = 10,
+    keep_variants: Annotated[
+        bool, typer.Option("--keep-variants", help="Keep pairs of variants (same base code, colour-only differences).")
+    ] = False,
+    validation_share: Annotated[
+        float, typer.Option("--validation-share", min=0.0, max=0.9, help="Share of paired products held out.")
+    ] = 0.1,
+    epochs: Annotated[int, typer.Option("--epochs", min=1, help="Passes over the training pairs.")] = 1,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=2, help="Pairs per step (in-batch negatives).")] = 64,
+    learning_rate: Annotated[float, typer.Option("--learning-rate", min=0.0, help="AdamW peak learning rate.")] = 5e-5,
+    max_seq_length: Annotated[int, typer.Option("--max-seq-length", min=8, help="Tokens read per text.")] = 64,
+    hard_negatives: Annotated[
+        bool, typer.Option("--hard-negatives", help="Add a look-alike never bought with the anchor as a negative.")
+    ] = False,
+    early_stopping: Annotated[
+        str, typer.Option("--early-stopping", help="Validation metric to keep the best of: recall@10 or loss.")
+    ] = "recall@10",
+    patience: Annotated[int, typer.Option("--patience", min=1, help="Validations without gain before stopping.")] = 2,
+    time_budget: Annotated[
+        float | None, typer.Option("--time-budget", min=0.0, help="Minutes; stop cleanly and keep the best checkpoint.")
+    ] = 12.0,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the split, the pair order and torch.")] = 0,
+    device: Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:1... [default: auto].")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a model of the same name.")] = False,
+    as_json: AsJson = False,
+) -> None:
+    """Fine-tune the encoder on the workspace's co-purchase pairs; saves WORKSPACE/models/NAME/ with lineage.json.
+
+    Example: semassoc train --name copurchase && semassoc index catalog.csv --model .semassoc/models/copurchase
+    """
+    from semassoc.train import TrainConfig, train_encoder
+
+    if early_stopping not in ("recall@10", "loss"):
+        raise InvalidInput(f"--early-stopping must be 'recall@10' or 'loss', not {early_stopping!r}")
+    config = TrainConfig(
+        min_count=min_count,
+        min_lift=min_lift,
+        min_npmi=min_npmi,
+        max_per_product=max_per_product,
+        max_pairs=max_pairs,
+        drop_variants=not keep_variants,
+        validation_share=validation_share,
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        max_seq_length=max_seq_length,
+        hard_negatives=hard_negatives,
+        early_stopping=early_stopping,  # type: ignore[arg-type]
+        patience=patience,
+        time_budget_minutes=time_budget or None,
+        seed=seed,
+    )
+    with _train_progress("training", disable=as_json) as update:
+        report = train_encoder(
+            workspace=workspace,
+            name=name,
+            config=config,
+            model=model,
+            device=device,
+            overwrite=overwrite,
+            progress=update,
+        )
+    if as_json:
+        sys.stdout.write(json.dumps(report.to_dict(), ensure_ascii=False) + "\n")
+        return
+    best, baseline = report.metrics.get("best") or {}, report.metrics.get("baseline") or {}
+    validation = (
+        f"; validation recall@10 {baseline['recall@10']:.3f} -> {best['recall@10']:.3f}"
+        if "recall@10" in best and "recall@10" in baseline
+        else ""
+    )
+    out.print(
+        f"[bold]{report.model_dir}[/] ({report.encoder_id}): {report.pairs['train_pairs']} training pairs, "
+        f"{report.steps} steps on {report.device} in {report.seconds:.0f} s ({report.stopped}){validation}; "
+        f"use it: semassoc index CATALOG --model {report.model_dir}",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+class _train_progress(_progress_bar):
+    """Training steps with the running loss, the last validation recall and the ETA."""
+
+    def columns(self) -> list[Any]:
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn
+
+        return [
+            TextColumn("{task.fields[stage]}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}  {task.fields[val]}  ETA {task.fields[eta]}"),
+        ]
+
+    def update(self, u: Any) -> None:  # type: ignore[override]  # a semassoc.train.TrainProgress
+        val = f"val recall@10 {u.validation['recall@10']:.3f}" if u.validation and "recall@10" in u.validation else ""
+        stages = {"baseline": "validating base", "validate": "validating", "save": "saving"}
+        self._show(
+            completed=u.step,
+            total=u.total_steps,
+            stage=stages.get(u.stage, "training"),
+            loss="" if u.loss is None else f"{u.loss:.3f}",
+            eta="" if u.eta_seconds is None else f"{u.eta_seconds / 60:.1f} min",
+            **({"val": val} if val else {}),
+        )
 
 
 def main() -> None:
