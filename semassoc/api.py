@@ -11,9 +11,12 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from semassoc import batch
 from semassoc.batch import BatchReport
@@ -235,23 +238,43 @@ def _index(
     done = 0
     cache = VectorCache(ws.path / "cache.sqlite")
     encode_started = time.perf_counter()
+    known = cache.get(encoder.id, [w.hash for w in to_encode])  # one look-up; new vectors are added as they come
+
+    def write_store(chunk: list[_Work], vectors: np.ndarray) -> None:
+        store.upsert([w.product.product_id for w in chunk], vectors, [w.payload for w in chunk])
+
+    def write_cache(fresh: list[str]) -> None:
+        if fresh:
+            cache.put(encoder.id, fresh, np.stack([known[h] for h in fresh]))
+
+    # The store and the cache are written behind the encoder, each by its own thread: the writes of one chunk
+    # overlap the encoding of the next (on a GPU the writes would otherwise take most of the time).
     try:
-        for start in range(0, len(to_encode), _CHUNK):
-            chunk = to_encode[start : start + _CHUNK]
-            vectors, stats = encode_with_cache(
-                encoder,
-                [w.text for w in chunk],
-                [w.hash for w in chunk],
-                cache,
-                batch_size=batch_size,
-                chunk_size=_CHUNK,
-            )
-            report.encoded += stats.encoded
-            report.from_cache += stats.cached
-            store.upsert([w.product.product_id for w in chunk], vectors, [w.payload for w in chunk])
-            done += len(chunk)
-            if progress is not None:
-                progress(done, total)
+        with ThreadPoolExecutor(max_workers=2) as writers:
+            pending: list[Any] = []
+            for start in range(0, len(to_encode), _CHUNK):
+                chunk = to_encode[start : start + _CHUNK]
+                before = set(known)
+                vectors, stats = encode_with_cache(
+                    encoder,
+                    [w.text for w in chunk],
+                    [w.hash for w in chunk],
+                    None,
+                    batch_size=batch_size,
+                    chunk_size=_CHUNK,
+                    known=known,
+                )
+                fresh = [h for h in dict.fromkeys(w.hash for w in chunk) if h not in before]
+                report.encoded += stats.encoded
+                report.from_cache += stats.cached
+                for future in pending:
+                    future.result()  # one chunk in flight at most: bounded memory, errors surface here
+                pending = [writers.submit(write_store, chunk, vectors), writers.submit(write_cache, fresh)]
+                done += len(chunk)
+                if progress is not None:
+                    progress(done, total)
+            for future in pending:
+                future.result()
     finally:
         cache.close()
     report.encode_seconds = time.perf_counter() - encode_started

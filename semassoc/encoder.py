@@ -240,7 +240,11 @@ class VectorCache:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         try:
-            self._db = sqlite3.connect(self.path)
+            # One writer thread may own the connection after it is opened (the index pipeline writes behind).
+            self._db = sqlite3.connect(self.path, check_same_thread=False)
+            # A cache needs no durability: a lost write only means encoding that text again.
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=OFF")
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS vectors (encoder TEXT NOT NULL, hash TEXT NOT NULL, vector BLOB NOT NULL,"
                 " PRIMARY KEY (encoder, hash)) WITHOUT ROWID"
@@ -282,6 +286,7 @@ def encode_with_cache(
     batch_size: int = 64,
     chunk_size: int = 2048,
     progress: ProgressCallback | None = None,
+    known: dict[str, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, EncodeStats]:
     """Vectors for ``texts``: from the cache where the hash is known, encoded (in chunks) otherwise.
 
@@ -293,12 +298,15 @@ def encode_with_cache(
         batch_size: Encoder batch size.
         chunk_size: Texts encoded between two cache writes and progress calls.
         progress: Called with the number of texts finished after each chunk (cached ones at once).
+        known: Vectors already looked up (hash -> vector), used instead of reading ``cache``; texts encoded here
+            are added to it, so a caller encoding in pieces never encodes one text twice.
 
     Returns:
         (vectors of shape (len(texts), dim), EncodeStats).
     """
     stats = EncodeStats(requested=len(texts))
-    known = cache.get(encoder.id, hashes) if cache is not None else {}
+    if known is None:
+        known = cache.get(encoder.id, hashes) if cache is not None else {}
     todo: dict[str, list[int]] = {}
     for i, key in enumerate(hashes):
         if key not in known:
@@ -318,6 +326,7 @@ def encode_with_cache(
         vectors = encoder.encode([texts[todo[k][0]] for k in chunk], batch_size=batch_size)
         for key, vector in zip(chunk, vectors, strict=True):
             out[todo[key]] = vector
+            known[key] = vector
         if cache is not None:
             cache.put(encoder.id, chunk, vectors)
         stats.encoded += len(chunk)

@@ -235,8 +235,10 @@ class EmbeddedStore:
         _check_dim(self._dim, vectors)
         qe = self._qe
         points = [
-            qe.Point(id=point_id(pid), vector={VECTOR_NAME: vec.tolist()}, payload=_to_edge(payload))
-            for pid, vec, payload in zip(product_ids, vectors, payloads, strict=True)
+            qe.Point(id=point_id(pid), vector={VECTOR_NAME: vec}, payload=_to_edge(payload))
+            for pid, vec, payload in zip(
+                product_ids, np.asarray(vectors, dtype=np.float32).tolist(), payloads, strict=True
+            )
         ]
         shard.update(qe.UpdateOperation.upsert_points(points))
 
