@@ -22,9 +22,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import shutil
-import tempfile
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -35,6 +32,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from semassoc.errors import InvalidInput, NotFound, SemassocError
+from semassoc.workspace import replace_directory
 
 if TYPE_CHECKING:  # scipy and the events reader (pyarrow) load only where statistics are built, not for queries
     import scipy.sparse as sp
@@ -370,28 +368,6 @@ def _narrow_unsigned(largest: int) -> type[np.unsignedinteger]:
         if largest <= np.iinfo(dtype).max:
             return dtype
     return np.uint64
-
-
-def _atomic_replace(directory: Path, write: Callable[[Path], None]) -> None:
-    """Write into a temporary sibling, then swap it in: a failure leaves the old directory (or none) untouched."""
-    directory = directory.absolute()
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
-    try:
-        write(tmp)
-        for entry in tmp.iterdir():  # data on disk before the rename makes it visible
-            with entry.open("rb") as fh:
-                os.fsync(fh.fileno())
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if directory.exists():
-        old = directory.parent / f".{directory.name}.old-{uuid.uuid4().hex}"
-        os.replace(directory, old)
-        os.replace(tmp, directory)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, directory)
 
 
 def _utc_now() -> datetime:
@@ -841,7 +817,7 @@ class _State:
             # The manifest goes last: a directory with a manifest is complete.
             (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
 
-        _atomic_replace(directory, write_files)
+        replace_directory(directory, write_files)
         if progress:
             progress("written", 4, 4)
 

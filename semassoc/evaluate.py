@@ -22,7 +22,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
@@ -41,7 +40,7 @@ from semassoc.behaviour import BehaviourStats, basket_item_matrix, pair_counts
 from semassoc.catalog import CatalogColumns, read_catalog
 from semassoc.encoder import Encoder
 from semassoc.errors import InvalidInput, NotFound
-from semassoc.events import Events, LoadOptions
+from semassoc.events import Events, LoadOptions, file_sha256
 from semassoc.related import RelatedEngine
 from semassoc.workspace import Workspace
 
@@ -1091,14 +1090,6 @@ def run_methods(
     return results
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def evaluate(
     catalog: str | Path,
     events: str | Path,
@@ -1217,7 +1208,7 @@ def evaluate(
         excluded_queries=data.products.excluded,
         data={
             "catalog": str(catalog),
-            "catalog_sha256": _sha256(Path(catalog)),
+            "catalog_sha256": file_sha256(Path(catalog)),
             "catalog_products": len(ids),
             "events": str(events),
             "events_sha256": loaded.digests[0] if loaded.digests else None,

@@ -536,7 +536,8 @@ def _file_kind(path: Path) -> str:
     raise InvalidInput(f"{path}: cannot tell the format from the name; use .csv, .tsv, .jsonl, .ndjson or .parquet")
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """sha256 of a file, read in 1 MiB pieces (data fingerprints in manifests and reports)."""
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -949,7 +950,7 @@ def load_events(
         timestamp=timestamp,
         quantity=quantity,
         sources=(source,),
-        digests=(_sha256(path),),
+        digests=(file_sha256(path),),
         rows_read=n + len(invalid_lines) + len(read_problems),
         skipped=skipped,
         filtered=filtered,

@@ -32,9 +32,7 @@ import json
 import math
 import os
 import re
-import shutil
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -48,7 +46,7 @@ from semassoc.catalog import Product
 from semassoc.encoder import resolve_model
 from semassoc.errors import InvalidInput, NotFound, StoreUnavailable
 from semassoc.prompts import PromptSet
-from semassoc.workspace import Workspace
+from semassoc.workspace import Workspace, replace_directory
 
 __all__ = [
     "COLOUR_WORDS",
@@ -1017,22 +1015,13 @@ def train_encoder(
 
 
 def _save(model: Any, destination: Path, lineage: dict[str, Any]) -> None:
-    """Write the model and its lineage into a temporary sibling, then move it into place (never half a model)."""
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    tmp = destination.parent / f".{destination.name}.tmp-{uuid.uuid4().hex}"
-    try:
+    """Write the model and its lineage into place atomically (never half a model)."""
+
+    def write(tmp: Path) -> None:
         model.save(str(tmp))
         (tmp / LINEAGE_FILE).write_text(json.dumps(lineage, indent=2, default=str) + "\n", encoding="utf-8")
+
+    try:
+        replace_directory(destination, write)
     except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
         raise StoreUnavailable(f"{destination}: cannot write the tuned model: {exc}") from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if destination.exists():
-        old = destination.parent / f".{destination.name}.old-{uuid.uuid4().hex}"
-        os.replace(destination, old)
-        os.replace(tmp, destination)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, destination)

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from semassoc.behaviour import _atomic_replace
 from semassoc.errors import InvalidInput
+from semassoc.workspace import replace_directory
 
 if TYPE_CHECKING:
     from semassoc.events import Events
@@ -174,4 +174,4 @@ def _write(directory: Path, table: _Table) -> None:
         np.save(tmp / "counts.npy", table.counts)
         np.save(tmp / "last_seen.npy", table.last)
 
-    _atomic_replace(directory, write)
+    replace_directory(directory, write)

@@ -14,13 +14,13 @@ import pytest
 from semassoc.behaviour import (
     METRICS,
     BehaviourStats,
-    _atomic_replace,
     basket_item_matrix,
     npmi,
     pair_counts,
 )
 from semassoc.errors import InvalidInput, NotFound
 from semassoc.events import EventFilters, Events, events_from_baskets, load_events
+from semassoc.workspace import replace_directory
 
 # Four baskets; by hand: n = 4, counts a 3, b 3, c 2, d 1; pairs ab 2, ac 2, bc 1, bd 1.
 TINY = [["a", "b", "c"], ["a", "b"], ["a", "c"], ["b", "d"]]
@@ -204,7 +204,7 @@ def test_failed_write_leaves_previous_statistics(tiny: BehaviourStats, tmp_path:
         raise OSError("disk full")
 
     with pytest.raises(OSError, match="disk full"):
-        _atomic_replace(directory, half_write)
+        replace_directory(directory, half_write)
     after = stored_arrays(directory)
     assert before.keys() == after.keys()
     assert all(np.array_equal(before[k], after[k]) for k in before)
