@@ -183,7 +183,8 @@ def scale(n_baskets: int, n_items: int) -> None:
         start = time.perf_counter()
         subprocess.run(
             [sys.executable, "-m", "semassoc.cli", "complements", f"p{i * 37:06d}", "-w", workspace, "--json"],
-            check=True, capture_output=True,
+            check=True,
+            capture_output=True,
         )
         times.append(time.perf_counter() - start)
     times.sort()

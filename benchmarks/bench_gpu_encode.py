@@ -47,8 +47,9 @@ def main() -> None:
             suffix = f", pack of {i // len(titles) + 1}" if i >= len(titles) else ""
             writer.writerow([f"p{i}", titles[i % len(titles)] + suffix])
     prompts = PromptSet.load()
-    texts = [prompts.render_document(p.fields_for_prompt(), encoder.max_seq_length)
-             for p in read_catalog(catalog).products]
+    texts = [
+        prompts.render_document(p.fields_for_prompt(), encoder.max_seq_length) for p in read_catalog(catalog).products
+    ]
     texts = list(dict.fromkeys(texts))  # the index encodes each distinct text once; so does the bare side
     encoder.encode(texts[:2048], batch_size=64)  # warm-up: kernels, allocator
     gpu = torch.cuda.get_device_name(0) if device.startswith("cuda") else "cpu"
@@ -57,11 +58,13 @@ def main() -> None:
         bare, index = [], []
         for repeat in range(2):
             start = time.perf_counter()
-            encoder.model.encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
-                                 show_progress_bar=False)
+            encoder.model.encode(
+                texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+            )
             bare.append(time.perf_counter() - start)
-            report = api.index_catalog(catalog, workspace=work / f"ws-{batch_size}-{repeat}", encoder=encoder,
-                                       batch_size=batch_size)
+            report = api.index_catalog(
+                catalog, workspace=work / f"ws-{batch_size}-{repeat}", encoder=encoder, batch_size=batch_size
+            )
             assert report.encoded == len(texts), report.encoded
             index.append(report.seconds)
         bare_s, index_s = min(bare), min(index)
@@ -72,8 +75,11 @@ def main() -> None:
             "bare_s": bare,
             "index_s": index,
         }
-        print(f"{gpu} batch {batch_size}: bare {len(texts) / bare_s:,.0f} texts/s, index {len(texts) / index_s:,.0f} "
-              f"products/s, ratio {bare_s / index_s:.2f}", flush=True)
+        print(
+            f"{gpu} batch {batch_size}: bare {len(texts) / bare_s:,.0f} texts/s, index {len(texts) / index_s:,.0f} "
+            f"products/s, ratio {bare_s / index_s:.2f}",
+            flush=True,
+        )
     print(json.dumps(results))
 
 

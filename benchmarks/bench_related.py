@@ -39,8 +39,9 @@ def build(workdir: Path, n_products: int) -> tuple[Path, list[str], list[str]]:
             if len(ids) == n_products:
                 break
             ids.append(row["product_id"])
-            writer.writerow([row["product_id"], row["product_name"], aisles[row["aisle_id"]],
-                             departments[row["department_id"]]])
+            writer.writerow(
+                [row["product_id"], row["product_name"], aisles[row["aisle_id"]], departments[row["department_id"]]]
+            )
     workspace = workdir / "ws"
     start = time.perf_counter()
     report = api.index_catalog(catalog, workspace=workspace)

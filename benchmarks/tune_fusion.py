@@ -92,15 +92,25 @@ def main() -> None:
         methods=("popularity", "similar", "complements --metric count", *(f"auto [{n}]" for n in variants)),
     )
     report = ev.evaluate(
-        args.catalog, early, config=config, options=LoadOptions(filters=EventFilters.online_retail()),
+        args.catalog,
+        early,
+        config=config,
+        options=LoadOptions(filters=EventFilters.online_retail()),
         workspace=args.workspace,
     )
     rows = []
     for method in config.methods or ():
         warm = report.score(method, "warm", "ndcg@10").mean
         cold = report.score(method, "cold", "ndcg@10").mean
-        rows.append((method, warm, cold, report.score(method, "warm", "recall@10").mean,
-                     report.score(method, "cold", "recall@10").mean))
+        rows.append(
+            (
+                method,
+                warm,
+                cold,
+                report.score(method, "warm", "recall@10").mean,
+                report.score(method, "cold", "recall@10").mean,
+            )
+        )
     print(f"queries: {report.query_sets}")
     print(f"{'method':70s} {'warm ndcg':>9s} {'cold ndcg':>9s} {'warm rec':>9s} {'cold rec':>9s} {'min gain':>9s}")
     best_warm = max(r[1] for r in rows if not r[0].startswith("auto"))
