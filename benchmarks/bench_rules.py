@@ -10,27 +10,10 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
-import statistics
-import time
-from collections.abc import Callable
-from pathlib import Path
+
+from bench_behaviour import shared_data, timed  # same folder: the scripts run as files
 
 from semassoc.rules import mine_rules
-
-
-def shared_data() -> Path:
-    env = os.environ.get("SEMASSOC_SHARED_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-def timed(fn: Callable[[], object], repeat: int) -> tuple[float, object]:
-    times, result = [], None
-    for _ in range(repeat):
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), result
 
 
 def main() -> None:
