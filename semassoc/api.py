@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -238,14 +239,15 @@ def _index(
     done = 0
     cache = VectorCache(ws.path / "cache.sqlite")
     encode_started = time.perf_counter()
-    known = cache.get(encoder.id, [w.hash for w in to_encode])  # one look-up; new vectors are added as they come
+    known = cache.get(encoder.id, [w.hash for w in to_encode])  # one look-up, before the writer thread starts
+    counts = Counter(w.hash for w in to_encode)
 
     def write_store(chunk: list[_Work], vectors: np.ndarray) -> None:
         store.upsert([w.product.product_id for w in chunk], vectors, [w.payload for w in chunk])
 
-    def write_cache(fresh: list[str]) -> None:
+    def write_cache(fresh: list[str], vectors: np.ndarray) -> None:
         if fresh:
-            cache.put(encoder.id, fresh, np.stack([known[h] for h in fresh]))
+            cache.put(encoder.id, fresh, vectors)
 
     # The store and the cache are written behind the encoder, each by its own thread: the writes of one chunk
     # overlap the encoding of the next (on a GPU the writes would otherwise take most of the time).
@@ -254,7 +256,7 @@ def _index(
             pending: list[Any] = []
             for start in range(0, len(to_encode), _CHUNK):
                 chunk = to_encode[start : start + _CHUNK]
-                before = set(known)
+                fresh = [h for h in dict.fromkeys(w.hash for w in chunk) if h not in known]
                 vectors, stats = encode_with_cache(
                     encoder,
                     [w.text for w in chunk],
@@ -264,12 +266,18 @@ def _index(
                     chunk_size=_CHUNK,
                     known=known,
                 )
-                fresh = [h for h in dict.fromkeys(w.hash for w in chunk) if h not in before]
+                fresh_vectors = np.stack([known[h] for h in fresh]) if fresh else vectors[:0]
+                for h in fresh:  # keep a new vector only while a later product has the same text
+                    if counts[h] == 1:
+                        del known[h]
                 report.encoded += stats.encoded
                 report.from_cache += stats.cached
                 for future in pending:
                     future.result()  # one chunk in flight at most: bounded memory, errors surface here
-                pending = [writers.submit(write_store, chunk, vectors), writers.submit(write_cache, fresh)]
+                pending = [
+                    writers.submit(write_store, chunk, vectors),
+                    writers.submit(write_cache, fresh, fresh_vectors),
+                ]
                 done += len(chunk)
                 if progress is not None:
                     progress(done, total)
