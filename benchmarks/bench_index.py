@@ -171,6 +171,8 @@ def bench_index_throughput(tmp: Path, encoder: Any, repeats: int, cold: bool) ->
         "index_vs_bare_ratio_texts": (unique_texts / statistics.median([r.encode_seconds for r in reports]))
         / (len(texts) / statistics.median(bare_s)),
         "index_report": reports[-1].to_dict(),
+        # IndexReport says encoded = texts through the encoder, from_cache = the rest: do they add up?
+        "report_counts_add_up": reports[-1].encoded + reports[-1].from_cache == n_products,
         "cpu_utilisation": utilisation,
         "other_processes_cpu_share": others,
         "loadavg_after": common.loadavg(),

@@ -49,7 +49,9 @@ class IndexReport:
 
     ``added``/``updated``/``unchanged`` count products of the catalog file; ``removed`` counts products dropped by
     ``replace``; ``reencoded`` counts products not in the file whose text changed because the template or the
-    encoder changed. ``encoded`` is how many texts went through the encoder (the rest came from the cache).
+    encoder changed. ``encoded`` is how many distinct texts went through the encoder; ``from_cache`` how many
+    products got a vector without it (from the vector cache, or from another product with the same text):
+    ``encoded + from_cache`` is the number of products written with a new vector.
     """
 
     workspace: str

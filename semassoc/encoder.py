@@ -222,7 +222,9 @@ class HashingEncoder:
 
 @dataclass
 class EncodeStats:
-    """What an encode-with-cache call did."""
+    """What an encode-with-cache call did: ``encoded`` distinct texts went through the encoder; the other
+    ``cached`` texts got a vector without it (from the cache, or from an identical text encoded in the same call),
+    so ``encoded + cached == requested``."""
 
     requested: int = 0
     encoded: int = 0
@@ -317,9 +319,9 @@ def encode_with_cache(
     for i, key in enumerate(hashes):
         if key in known:
             out[i] = known[key]
-    stats.cached = len(texts) - sum(len(v) for v in todo.values())
-    if progress is not None and stats.cached:
-        progress(stats.cached)
+    from_cache = len(texts) - sum(len(v) for v in todo.values())
+    if progress is not None and from_cache:
+        progress(from_cache)
     keys = list(todo)
     for start in range(0, len(keys), chunk_size):
         chunk = keys[start : start + chunk_size]
@@ -332,4 +334,5 @@ def encode_with_cache(
         stats.encoded += len(chunk)
         if progress is not None:
             progress(sum(len(todo[k]) for k in chunk))
+    stats.cached = stats.requested - stats.encoded
     return out, stats

@@ -34,7 +34,7 @@ def test_cache_avoids_reencoding_and_survives_reopen(tmp_path):
     hashes = [text_hash(t) for t in texts]
     cache = VectorCache(tmp_path / "cache.sqlite")
     first, stats = encode_with_cache(enc, texts, hashes, cache)
-    assert (stats.requested, stats.encoded, stats.cached) == (3, 2, 0)  # the duplicate is encoded once
+    assert (stats.requested, stats.encoded, stats.cached) == (3, 2, 1)  # the duplicate is encoded once, then reused
     cache.close()
     cache = VectorCache(tmp_path / "cache.sqlite")
     again, stats = encode_with_cache(enc, texts, hashes, cache)
