@@ -609,6 +609,7 @@ class RelatedEngine:
                 raise NotFound("no history, no --interests and no behaviour statistics: nothing to recommend from")
             return Recommendation(user_id, "popularity", 0, self.popular(k=k, filter=flt))
         path = "history" if len(items) > 2 else ("cold-user" if items else "interests")
+        history_size = len(items)
         items = items[:MAX_HISTORY]  # most recent first; older products weigh little after recency decay
         weight_of = _recency_weights(items)
         vector = self._profile(items, weight_of, interests, profile, negatives)
@@ -650,7 +651,7 @@ class RelatedEngine:
             self._fused_item(item, score, signals, per_signal, cand, payloads.get(item), confidence)
             for item, score in ranked
         ]
-        return Recommendation(user_id, path, len(items), results)
+        return Recommendation(user_id, path, history_size, results)
 
     def _history_signal(
         self,
