@@ -578,6 +578,7 @@ def update_behavior(
     *,
     workspace: str | Path | None = None,
     options: LoadOptions | None = None,
+    on_error: OnError | None = None,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> BehaviorReport:
     """Add new events files to the statistics; the result equals a build on all files together.
@@ -585,7 +586,10 @@ def update_behavior(
     Args:
         events: the new file(s). A file already counted (same content) is refused.
         options: how to read them; default: the options the statistics were built with.
+        on_error: ``strict`` or ``skip`` instead of the stored setting.
     """
+    from dataclasses import replace
+
     from semassoc.events import LoadOptions
 
     started = time.perf_counter()
@@ -593,6 +597,8 @@ def update_behavior(
         stats = BehaviourStats.open(ws.behaviour_dir)
         stored = ws.manifest.behaviour.get("load_options")
         options = options or (LoadOptions.from_dict(stored) if stored else LoadOptions())
+        if on_error is not None:
+            options = replace(options, on_error=on_error)
         parts = _load_all([events] if isinstance(events, (str, Path)) else list(events), options)
         stats = stats.update(parts, progress=progress)
         _store_histories(ws, parts, replace=False)

@@ -583,15 +583,7 @@ def behavior_update(
 
     Example: semassoc behavior update invoices_2011-01.parquet
     """
-    options = None
-    if on_error is not None:
-        from dataclasses import replace
-
-        from semassoc.events import LoadOptions
-
-        stored = api.Workspace.open(workspace).manifest.behaviour.get("load_options") or {}
-        options = replace(LoadOptions.from_dict(stored), on_error=on_error.value)
-    report = api.update_behavior(events, workspace=workspace, options=options)
+    report = api.update_behavior(events, workspace=workspace, on_error=None if on_error is None else on_error.value)
     _print_behavior(report, as_json, "updated")
 
 

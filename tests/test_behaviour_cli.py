@@ -159,3 +159,15 @@ def test_rules_api_sorting_and_bad_sort(tmp_path):
     assert [r.count for r in by_count.rules] == sorted((r.count for r in by_count.rules), reverse=True)
     with pytest.raises(InvalidInput, match="cannot sort"):
         api.rules(events, options=options, sort_by="magic")
+
+
+def test_cli_update_can_override_the_stored_strictness(tmp_path):
+    first, second = tmp_path / "a.csv", tmp_path / "b.csv"
+    first.write_text("order_id,product_id\no1,a\no1,b\n")
+    second.write_text("order_id,product_id\no2,a\n,b\no2,b\n")
+    ws = str(tmp_path / "ws")
+    run("behavior", "build", str(first), "-w", ws, "--min-count", "1")
+    strict = run("behavior", "update", str(second), "-w", ws, code=2)
+    assert f"{second}: row 3, field 'order_id': empty basket id" in strict.output
+    assert "skipped 1 bad rows" in run("behavior", "update", str(second), "-w", ws, "--on-error", "skip").output
+    assert api.complements("a", workspace=ws, metric="count", min_count=1)[0].signals["count"] == 2.0
