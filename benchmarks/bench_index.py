@@ -1,6 +1,6 @@
 """Benchmark of indexing and product-to-product queries, against the targets semassoc sets itself.
 
-    python benchmarks/bench_index.py            # full run, about 10-15 minutes on 2 CPU cores
+    python benchmarks/bench_index.py            # full run, about 8 minutes on an idle 2-core machine
     python benchmarks/bench_index.py --quick    # about 2 minutes (smaller catalogs, fewer repeats)
 
 What is measured, in one process (child processes where the thing measured is a whole command):

@@ -251,8 +251,10 @@ def _index(
         if fresh:
             cache.put(encoder.id, fresh, vectors)
 
-    # The store and the cache are written behind the encoder, each by its own thread: the writes of one chunk
-    # overlap the encoding of the next (on a GPU the writes would otherwise take most of the time).
+    # On a GPU the store and the cache are written behind the encoder, each by its own thread: the writes of one
+    # chunk overlap the encoding of the next (there they would otherwise take most of the time: 0.25x -> 0.55x of
+    # bare encode on an H200). On a CPU the threads only take cores from torch and add ~0.15 GB of peak memory at
+    # 100k products (measured), so the writes run inline there.
     try:
         with ThreadPoolExecutor(max_workers=2) as writers:
             pending: list[Any] = []
@@ -276,10 +278,15 @@ def _index(
                 report.from_cache += stats.cached
                 for future in pending:
                     future.result()  # one chunk in flight at most: bounded memory, errors surface here
-                pending = [
-                    writers.submit(write_store, chunk, vectors),
-                    writers.submit(write_cache, fresh, fresh_vectors),
-                ]
+                if _on_gpu(encoder):
+                    pending = [
+                        writers.submit(write_store, chunk, vectors),
+                        writers.submit(write_cache, fresh, fresh_vectors),
+                    ]
+                else:
+                    pending = []
+                    write_store(chunk, vectors)
+                    write_cache(fresh, fresh_vectors)
                 done += len(chunk)
                 if progress is not None:
                     progress(done, total)
@@ -304,6 +311,15 @@ def _index(
     report.products_total = store.count()
     manifest.products = report.products_total
     return report
+
+
+def _on_gpu(encoder: Encoder) -> bool:
+    """Whether the encoder runs on an accelerator (a lazy one counts once loaded)."""
+    if isinstance(encoder, LazyEncoder):
+        if not encoder.is_loaded:
+            return False
+        encoder = encoder.loaded
+    return str(getattr(encoder, "device", "cpu")).startswith(("cuda", "mps"))
 
 
 def _max_seq_length(encoder: Encoder, model_arg: str | None) -> int | None:

@@ -249,7 +249,7 @@ class VectorCache:
             self._db.execute("PRAGMA synchronous=OFF")
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS vectors (encoder TEXT NOT NULL, hash TEXT NOT NULL, vector BLOB NOT NULL,"
-                " PRIMARY KEY (encoder, hash)) WITHOUT ROWID"
+                " PRIMARY KEY (encoder, hash))"  # a rowid table: 1.5 KB vector blobs would spill pages WITHOUT ROWID
             )
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"{self.path}: cannot open the vector cache: {exc}") from None

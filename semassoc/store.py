@@ -24,7 +24,6 @@ VECTOR_NAME = "text"
 _NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/semassoc/semassoc/product")
 #: Payload fields that get an index (and so can be filtered on cheaply).
 PAYLOAD_INDEXES = {
-    "product_id": "keyword",
     "category": "keyword",
     "brand": "keyword",
     "price": "float",
@@ -174,6 +173,7 @@ class EmbeddedStore:
         self.location = str(self.path)
         self._shard: Any = None
         self._dim = dim
+        self._dirty = False
         if (self.path / "edge_config.json").exists():
             self._shard = self._open(lambda: qe.EdgeShard.load(str(self.path)))
             params = self._shard_dim()
@@ -204,13 +204,14 @@ class EmbeddedStore:
         self.path.mkdir(parents=True, exist_ok=True)
         config = qe.EdgeConfig(vectors={VECTOR_NAME: qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine)})
         self._shard = self._open(lambda: qe.EdgeShard.create(str(self.path), config))
-        kinds = {
-            "keyword": qe.PayloadSchemaType.Keyword,
-            "float": qe.PayloadSchemaType.Float,
-            "bool": qe.PayloadSchemaType.Bool,
-        }
+        kinds = {"keyword": qe.PayloadSchemaType.Keyword, "float": qe.PayloadSchemaType.Float}
         for name, kind in PAYLOAD_INDEXES.items():
-            self._shard.update(qe.UpdateOperation.create_field_index(name, kinds[kind]))
+            if kind == "bool":  # filtered through its integer copy (see _EDGE_FLAG)
+                name, schema = _EDGE_FLAG, qe.PayloadSchemaType.Integer
+            else:
+                schema = kinds[kind]
+            self._shard.update(qe.UpdateOperation.create_field_index(name, schema))
+        self._dirty = True
         self._dim = dim
 
     def dim(self) -> int | None:
@@ -241,15 +242,18 @@ class EmbeddedStore:
             )
         ]
         shard.update(qe.UpdateOperation.upsert_points(points))
+        self._dirty = True
 
     def set_payloads(self, product_ids: Sequence[str], payloads: Sequence[dict[str, Any]]) -> None:
         shard = self._require()
         for pid, payload in zip(product_ids, payloads, strict=True):
             shard.update(self._qe.UpdateOperation.overwrite_payload([point_id(pid)], _to_edge(payload)))
+        self._dirty = True
 
     def delete(self, product_ids: Sequence[str]) -> None:
         if self._shard is not None and len(product_ids):
             self._shard.update(self._qe.UpdateOperation.delete_points([point_id(p) for p in product_ids]))
+            self._dirty = True
 
     def retrieve(self, product_ids: Sequence[str], *, with_vectors: bool = False) -> dict[str, StoredProduct]:
         if self._shard is None or not len(product_ids):
@@ -320,6 +324,7 @@ class EmbeddedStore:
                 return
 
     def optimize(self) -> bool:
+        self._dirty = self._shard is not None
         return bool(self._shard.optimize()) if self._shard is not None else False
 
     def drop(self) -> None:
@@ -333,7 +338,8 @@ class EmbeddedStore:
 
     def close(self) -> None:
         if self._shard is not None:
-            self._shard.flush()
+            if self._dirty:  # a read-only session has nothing to flush (it cost ~10 ms per query process)
+                self._shard.flush()
             self._shard.close()
             self._shard = None
 
