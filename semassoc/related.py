@@ -138,6 +138,7 @@ class RelatedEngine:
         self._histories: UserHistories | None = None
         self._encoder = encoder
         self._scores_cache: dict[tuple[str, str, float], tuple[np.ndarray, ...]] = {}
+        self._popularity: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     @property
     def histories(self) -> UserHistories | None:
@@ -252,12 +253,25 @@ class RelatedEngine:
             candidates = [n for n in candidates if flt.matches(payloads.get(n.item, {"product_id": n.item}))]
         return [behaviour_item(n, metric, payloads.get(n.item)) for n in candidates[:k]]
 
+    def _popularity_order(self, stats: BehaviourStats) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Product ids, basket counts and the order by popularity, computed once per engine (batch jobs ask often)."""
+        if self._popularity is None:
+            ids, counts = stats.item_ids_and_counts()
+            self._popularity = (ids, counts, np.lexsort((ids, -counts)))
+        return self._popularity
+
+    def _most_baskets(self, stats: BehaviourStats | None) -> int:
+        """Basket count of the most popular product (the popularity prior's scale); 0 without behaviour."""
+        if stats is None:
+            return 0
+        _, counts, order = self._popularity_order(stats)
+        return int(counts[order[0]]) if order.size else 0
+
     def popular(self, *, k: int = 10, filter: ProductFilter | None = None) -> list[ScoredItem]:
         """The products in most baskets (the popularity baseline and the cold-user fallback)."""
         check_k(k)
         stats = self.require_behaviour()
-        ids, counts = stats.item_ids_and_counts()
-        order = np.lexsort((ids, -counts))
+        ids, counts, order = self._popularity_order(stats)
         flt = filter or ProductFilter()
         needs_payload = flt != ProductFilter(exclude=flt.exclude)
         out: list[ScoredItem] = []
@@ -341,7 +355,7 @@ class RelatedEngine:
                 filters=[base.with_excluded([p]) for p in with_vectors],
             )
             text_rows = dict(zip(with_vectors, rows, strict=True))
-        most = int(stats.item_ids_and_counts()[1].max(initial=0)) if stats is not None else 0
+        most = self._most_baskets(stats)
         return [
             self._related_one(pid, text_rows.get(pid, []), mode, k, base, collapse, weights, stats, most, pool)
             for pid in product_ids
@@ -629,7 +643,7 @@ class RelatedEngine:
             and (c in text or c in payloads or not self.has_catalog)
             and (not needs_attributes or c in text or flt.matches(payloads.get(c, {"product_id": c})))
         }
-        most = int(stats.item_ids_and_counts()[1].max(initial=0)) if stats is not None else 0
+        most = self._most_baskets(stats)
         candidates = {*text, *behaviour}
         signals = {
             "text": clip_unit(text),
