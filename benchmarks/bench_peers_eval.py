@@ -37,9 +37,9 @@ import scipy.sparse as sp
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from semassoc.behaviour import basket_item_matrix  # noqa: E402
-from semassoc.evaluate import EvaluationConfig, EvaluationData, catalog_ids, prepare, score_lists  # noqa: E402
-from semassoc.events import EventFilters, LoadOptions  # noqa: E402
+from semassoc.behaviour.events import EventFilters, LoadOptions  # noqa: E402
+from semassoc.behaviour.stats import basket_item_matrix  # noqa: E402
+from semassoc.evaluation.harness import EvaluationConfig, EvaluationData, catalog_ids, prepare, score_lists  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data"
 NON_PRODUCT = {"POST", "D", "M", "DOT", "BANK CHARGES", "AMAZONFEE", "C2", "CRUK", "PADS", "S", "B", "m"}

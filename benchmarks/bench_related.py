@@ -50,7 +50,7 @@ def build(workdir: Path, n_products: int) -> tuple[Path, list[str], list[str]]:
     behaviour = api.build_behavior(DATA / "prior_orders_593users_sample.csv", workspace=workspace)
     took = time.perf_counter() - start
     print(f"behaviour: {behaviour.baskets:,} orders, {behaviour.items:,} products in {took:.1f} s")
-    from semassoc.related import RelatedEngine
+    from semassoc.ranking.engine import RelatedEngine
     from semassoc.workspace import Workspace
 
     with Workspace.open(workspace) as ws:
@@ -63,7 +63,7 @@ def build(workdir: Path, n_products: int) -> tuple[Path, list[str], list[str]]:
 def whole_process(args: list[str], runs: int) -> list[float]:
     times = []
     for i in range(runs):
-        command = [sys.executable, "-m", "semassoc.cli", *[a.format(i=i) for a in args]]
+        command = [sys.executable, "-m", "semassoc.cli.app", *[a.format(i=i) for a in args]]
         start = time.perf_counter()
         subprocess.run(command, check=True, capture_output=True)
         times.append(time.perf_counter() - start)

@@ -13,7 +13,7 @@ import csv
 
 from bench_behaviour import shared_data, timed  # same folder: the scripts run as files
 
-from semassoc.rules import mine_rules
+from semassoc.behaviour.rules import mine_rules
 
 
 def main() -> None:

@@ -39,7 +39,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from _common import DATA, OUT, online_retail_catalog  # noqa: E402
 
-from semassoc.evaluate import (  # noqa: E402
+from semassoc.behaviour.events import EventFilters, LoadOptions  # noqa: E402
+from semassoc.evaluation.harness import (  # noqa: E402
     BATCH_METHODS,
     EvaluationConfig,
     catalog_ids,
@@ -48,8 +49,7 @@ from semassoc.evaluate import (  # noqa: E402
     prepare,
     recall_at_k,
 )
-from semassoc.events import EventFilters, LoadOptions  # noqa: E402
-from semassoc.related import RelatedEngine  # noqa: E402
+from semassoc.ranking.engine import RelatedEngine  # noqa: E402
 from semassoc.workspace import Workspace  # noqa: E402
 
 EVENTS = DATA / "online_retail" / "online_retail_II_2009-2010.parquet"
@@ -112,7 +112,7 @@ def main() -> None:
 
     model_dir = ws_base / "models" / args.model_name
     if not args.skip_train:
-        from semassoc.train import TrainConfig, train_encoder
+        from semassoc.training.trainer import TrainConfig, train_encoder
 
         overrides = {
             "time_budget_minutes": args.time_budget,

@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from semassoc import evaluate as ev
+from semassoc.behaviour.events import EventFilters, LoadOptions
 from semassoc.errors import NotFound
-from semassoc.events import EventFilters, LoadOptions
-from semassoc.fusion import FusionWeights
+from semassoc.evaluation import harness as ev
+from semassoc.ranking.fusion import FusionWeights
 
 
 def variant(mode: str, weights: FusionWeights) -> ev.Method:

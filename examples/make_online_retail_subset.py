@@ -55,7 +55,9 @@ def main(source: str) -> None:
         }
     )
     pacsv.write_csv(catalog.sort_by("product_id"), out / "catalog.csv")
-    mask = pc.and_(pc.is_in(table["StockCode"], pa.array(sorted(keep))), pc.greater_equal(table["InvoiceDate"], EVENTS_FROM))
+    mask = pc.and_(
+        pc.is_in(table["StockCode"], pa.array(sorted(keep))), pc.greater_equal(table["InvoiceDate"], EVENTS_FROM)
+    )
     events = table.filter(mask).drop_columns(["Description"])
     pq.write_table(events, out / "invoices.parquet", compression="zstd")
     print(f"{catalog.num_rows} products, {events.num_rows} invoice lines -> {out}")

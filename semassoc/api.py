@@ -19,23 +19,23 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from semassoc import batch
-from semassoc.batch import BatchReport
-from semassoc.behaviour import BehaviourStats
+from semassoc.behaviour.stats import BehaviourStats
+from semassoc.behaviour.users import UserHistories
 from semassoc.catalog import CatalogColumns, OnError, Product, read_catalog
-from semassoc.encoder import Encoder, LazyEncoder, VectorCache, encode_with_cache, read_max_seq_length
 from semassoc.errors import InvalidInput, NotFound, RowProblem
-from semassoc.fusion import FusionWeights
-from semassoc.prompts import PromptSet, text_hash
-from semassoc.related import Recommendation, RelatedEngine, check_k, text_item
+from semassoc.ranking import batch as batch
+from semassoc.ranking.batch import BatchReport
+from semassoc.ranking.engine import Recommendation, RelatedEngine, check_k, text_item
+from semassoc.ranking.fusion import FusionWeights
 from semassoc.results import ScoredItem
-from semassoc.store import ProductFilter
-from semassoc.users import UserHistories
+from semassoc.store.base import ProductFilter
+from semassoc.text.encoder import Encoder, LazyEncoder, VectorCache, encode_with_cache, read_max_seq_length
+from semassoc.text.prompts import PromptSet, text_hash
 from semassoc.workspace import MANIFEST, Workspace, resolve_workspace_path
 
 if TYPE_CHECKING:  # the events reader and the rule miner load pyarrow/pyfim: imported where they are used
-    from semassoc.events import Events, LoadOptions
-    from semassoc.rules import Rule
+    from semassoc.behaviour.events import Events, LoadOptions
+    from semassoc.behaviour.rules import Rule
 
 #: progress(done, total): ``done`` products of ``total`` to process are finished.
 IndexProgress = Callable[[int, int], None]
@@ -557,7 +557,7 @@ def build_behavior(
         event_types: count only these event types (e.g. ``["purchase"]``).
         progress: called as ``progress(stage, step, steps)``.
     """
-    from semassoc.events import LoadOptions
+    from semassoc.behaviour.events import LoadOptions
 
     started = time.perf_counter()
     options = options or LoadOptions()
@@ -606,7 +606,7 @@ def update_behavior(
     """
     from dataclasses import replace
 
-    from semassoc.events import LoadOptions
+    from semassoc.behaviour.events import LoadOptions
 
     started = time.perf_counter()
     with Workspace.open(workspace, writer=True) as ws:
@@ -801,8 +801,8 @@ def rules(
         out: write the rules here (.csv, .parquet or .jsonl); None writes nothing.
         sort_by: ``lift``, ``confidence``, ``support``, ``count`` or ``coverage`` (descending).
     """
-    from semassoc.events import Events, LoadOptions
-    from semassoc.rules import mine_rules, write_rules
+    from semassoc.behaviour.events import Events, LoadOptions
+    from semassoc.behaviour.rules import mine_rules, write_rules
 
     started = time.perf_counter()
     if sort_by not in ("lift", "confidence", "support", "count", "coverage"):

@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from semassoc.errors import EncoderMismatch, InvalidInput, NotFound, StoreBusy
-from semassoc.store import EmbeddedStore, RemoteStore, VectorStore
+from semassoc.store.base import VectorStore
+from semassoc.store.embedded import EmbeddedStore
+from semassoc.store.remote import RemoteStore
 
 SCHEMA_VERSION = 1
 DEFAULT_WORKSPACE = ".semassoc"

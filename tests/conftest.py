@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from semassoc.encoder import HashingEncoder
+from semassoc.text.encoder import HashingEncoder
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples" / "online_retail"

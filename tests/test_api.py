@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from semassoc import api
-from semassoc.encoder import HashingEncoder
 from semassoc.errors import EncoderMismatch, InvalidInput, NotFound, StoreBusy
-from semassoc.prompts import default_prompts_dir
-from semassoc.store import ProductFilter
+from semassoc.store.base import ProductFilter
+from semassoc.text.encoder import HashingEncoder
+from semassoc.text.prompts import default_prompts_dir
 from semassoc.workspace import Workspace
 
 

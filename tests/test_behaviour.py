@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from semassoc.behaviour import (
+from semassoc.behaviour.events import EventFilters, Events, events_from_baskets, load_events
+from semassoc.behaviour.stats import (
     METRICS,
     BehaviourStats,
     basket_item_matrix,
@@ -19,7 +20,6 @@ from semassoc.behaviour import (
     pair_counts,
 )
 from semassoc.errors import InvalidInput, NotFound
-from semassoc.events import EventFilters, Events, events_from_baskets, load_events
 from semassoc.workspace import replace_directory
 
 # Four baskets; by hand: n = 4, counts a 3, b 3, c 2, d 1; pairs ab 2, ac 2, bc 1, bd 1.

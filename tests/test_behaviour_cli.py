@@ -9,11 +9,11 @@ import pytest
 from typer.testing import CliRunner
 
 from semassoc import api
-from semassoc.cli import app
-from semassoc.encoder import HashingEncoder
+from semassoc.behaviour.events import EventFilters, LoadOptions
+from semassoc.cli.app import app
 from semassoc.errors import InvalidInput, NotFound
-from semassoc.events import EventFilters, LoadOptions
-from semassoc.store import ProductFilter
+from semassoc.store.base import ProductFilter
+from semassoc.text.encoder import HashingEncoder
 
 from .conftest import EXAMPLES
 

@@ -9,7 +9,7 @@ import pytest
 from typer.main import get_command
 from typer.testing import CliRunner
 
-from semassoc.cli import app
+from semassoc.cli.app import app
 
 from .conftest import REPO
 

@@ -4,7 +4,8 @@ import sys
 import numpy as np
 import pytest
 
-from semassoc.encoder import (
+from semassoc.errors import InvalidInput
+from semassoc.text.encoder import (
     DEFAULT_MODEL,
     HashingEncoder,
     LazyEncoder,
@@ -14,8 +15,7 @@ from semassoc.encoder import (
     read_max_seq_length,
     resolve_model,
 )
-from semassoc.errors import InvalidInput
-from semassoc.prompts import text_hash
+from semassoc.text.prompts import text_hash
 
 
 def test_hashing_encoder_is_deterministic_normalised_and_lexical():
@@ -78,6 +78,6 @@ def test_local_model_directory_id_carries_a_weights_fingerprint(tmp_path):
 
 def test_importing_the_cli_loads_no_heavy_module():
     heavy = ("torch", "sentence_transformers", "scipy", "pyarrow", "qdrant_client", "matplotlib", "fim")
-    code = f"import sys, semassoc.cli, semassoc.api; print([m for m in {heavy!r} if m in sys.modules])"
+    code = f"import sys, semassoc.cli.app, semassoc.api; print([m for m in {heavy!r} if m in sys.modules])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -59,7 +59,7 @@ def test_similar_as_a_process_never_imports_torch(real_ws):
     ws, _, titles = real_ws
     pid = next(iter(titles))
     code = (
-        "import sys, semassoc.cli as cli\n"
+        "import sys, semassoc.cli.app as cli\n"
         f"sys.argv = ['semassoc', 'similar', {pid!r}, '-w', {str(ws)!r}, '-k', '3', '--json']\n"
         "try:\n    cli.main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
         "print('torch' in sys.modules, file=sys.stderr)\n"

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from semassoc import evaluate as ev
-from semassoc.cli import app
+from semassoc.behaviour.events import EventFilters, LoadOptions, events_from_baskets, load_events
+from semassoc.cli.app import app
 from semassoc.errors import InvalidInput
-from semassoc.events import EventFilters, LoadOptions, events_from_baskets, load_events
+from semassoc.evaluation import harness as ev
 
 from .conftest import EXAMPLES
 
@@ -179,7 +179,7 @@ def test_registry_names_and_optional_methods() -> None:
     assert "popularity" in ev.METHODS and "similar" in ev.METHODS
     assert {f"complements --metric {m}" for m in ev.BEHAVIOUR_WEIGHTINGS} <= set(ev.METHODS)
     names = set(ev.available_methods())
-    from semassoc.related import RelatedEngine
+    from semassoc.ranking.engine import RelatedEngine
 
     assert ("related --mode auto" in names) == hasattr(RelatedEngine, "related")
     assert ("recommend" in ev.available_user_methods()) == hasattr(RelatedEngine, "recommend")

@@ -12,8 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from semassoc.errors import InvalidInput
-from semassoc.events import (
+from semassoc.behaviour.events import (
     ONLINE_RETAIL_EXCLUDED_CODES,
     EventColumns,
     EventFilters,
@@ -21,6 +20,7 @@ from semassoc.events import (
     events_from_baskets,
     load_events,
 )
+from semassoc.errors import InvalidInput
 
 
 def shared_data() -> Path:

@@ -5,7 +5,7 @@ import math
 import pytest
 
 from semassoc.errors import InvalidInput
-from semassoc.fusion import (
+from semassoc.ranking.fusion import (
     FusionWeights,
     clip_unit,
     evidence_confidence,

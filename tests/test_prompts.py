@@ -2,7 +2,7 @@ import pytest
 
 from semassoc.catalog import Product
 from semassoc.errors import InvalidInput
-from semassoc.prompts import PromptSet, Template, default_prompts_dir
+from semassoc.text.prompts import PromptSet, Template, default_prompts_dir
 
 
 def test_lines_with_only_empty_placeholders_are_dropped():

@@ -15,12 +15,12 @@ import pytest
 from typer.testing import CliRunner
 
 from semassoc import api
-from semassoc.cli import app
-from semassoc.encoder import HashingEncoder
+from semassoc.cli.app import app
 from semassoc.errors import InvalidInput, NotFound
-from semassoc.fusion import FusionWeights
-from semassoc.related import RelatedEngine
-from semassoc.store import ProductFilter
+from semassoc.ranking.engine import RelatedEngine
+from semassoc.ranking.fusion import FusionWeights
+from semassoc.store.base import ProductFilter
+from semassoc.text.encoder import HashingEncoder
 from semassoc.workspace import Workspace
 
 runner = CliRunner()

@@ -11,9 +11,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from semassoc.behaviour.events import events_from_baskets
+from semassoc.behaviour.rules import Rule, item_frequencies, mine_rules, write_rules
 from semassoc.errors import InvalidInput
-from semassoc.events import events_from_baskets
-from semassoc.rules import Rule, item_frequencies, mine_rules, write_rules
 
 
 def shared_data() -> Path:

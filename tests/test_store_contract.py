@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 from semassoc.errors import InvalidInput, StoreBusy
-from semassoc.store import EmbeddedStore, ProductFilter, RemoteStore, point_id
+from semassoc.store.base import ProductFilter, point_id
+from semassoc.store.embedded import EmbeddedStore
+from semassoc.store.remote import RemoteStore
 
 DIM = 16
 

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from semassoc import api
-from semassoc.behaviour import BehaviourStats
-from semassoc.encoder import DEFAULT_MODEL, HashingEncoder, load_encoder
+from semassoc.behaviour.stats import BehaviourStats
 from semassoc.errors import InvalidInput, NotFound
-from semassoc.train import TrainConfig, base_code, build_pairs, train_encoder, variant_reason
+from semassoc.text.encoder import DEFAULT_MODEL, HashingEncoder, load_encoder
+from semassoc.training.trainer import TrainConfig, base_code, build_pairs, train_encoder, variant_reason
 
 # Twelve products in six complementary couples, each couple bought together in exactly three baskets of two.
 COUPLES = [

@@ -14,7 +14,7 @@ A method is named exactly as the CLI/API option that produces it (``similar``, `
 Add one in one line: ``METHODS["name"] = lambda engine, product_id, k: [...]`` (product ids, best first).
 
 Example:
-    >>> from semassoc.evaluate import evaluate, EvaluationConfig
+    >>> from semassoc.evaluation.harness import evaluate, EvaluationConfig
     >>> report = evaluate("examples/online_retail/catalog.csv", "examples/online_retail/invoices.parquet",
     ...                   options=LoadOptions(filters=EventFilters.online_retail()))  # doctest: +SKIP
     >>> report.score("similar", "cold", "ndcg@10").mean  # doctest: +SKIP
@@ -36,12 +36,12 @@ from typing import Any, Literal
 import numpy as np
 import scipy.sparse as sp
 
-from semassoc.behaviour import BehaviourStats, basket_item_matrix, pair_counts
+from semassoc.behaviour.events import Events, LoadOptions, file_sha256
+from semassoc.behaviour.stats import BehaviourStats, basket_item_matrix, pair_counts
 from semassoc.catalog import CatalogColumns, read_catalog
-from semassoc.encoder import Encoder
 from semassoc.errors import InvalidInput, NotFound
-from semassoc.events import Events, LoadOptions, file_sha256
-from semassoc.related import RelatedEngine
+from semassoc.ranking.engine import RelatedEngine
+from semassoc.text.encoder import Encoder
 from semassoc.workspace import Workspace
 
 __all__ = [

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from semassoc.errors import InvalidInput, NotFound
-from semassoc.fusion import FusionWeights
-from semassoc.related import RelatedEngine
+from semassoc.ranking.engine import RelatedEngine
+from semassoc.ranking.fusion import FusionWeights
 from semassoc.results import ScoredItem
-from semassoc.store import ProductFilter
+from semassoc.store.base import ProductFilter
 
 #: progress(done, total) in queries (products or users).
 BatchProgress = Callable[[int, int], None]

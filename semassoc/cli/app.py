@@ -21,11 +21,11 @@ from semassoc import api
 from semassoc.catalog import CatalogColumns
 from semassoc.errors import InvalidInput, SemassocError
 from semassoc.results import ScoredItem
-from semassoc.store import ProductFilter
+from semassoc.store.base import ProductFilter
 from semassoc.workspace import ENV_QDRANT_URL, ENV_WORKSPACE
 
 if TYPE_CHECKING:
-    from semassoc.events import LoadOptions
+    from semassoc.behaviour.events import LoadOptions
 
 app = typer.Typer(
     name="semassoc",
@@ -454,7 +454,7 @@ def _load_options(
     keep_nonpositive: bool,
     on_error: OnErrorChoice,
 ) -> LoadOptions:
-    from semassoc.events import EventColumns, EventFilters, LoadOptions
+    from semassoc.behaviour.events import EventColumns, EventFilters, LoadOptions
 
     if preset not in (None, "online-retail"):
         raise InvalidInput(f"--preset {preset}: the only preset is 'online-retail'")
@@ -1023,7 +1023,7 @@ def evaluate(
     """
     from datetime import datetime
 
-    from semassoc import evaluate as evaluation
+    from semassoc.evaluation import harness as evaluation
 
     options = _load_options(
         item_column,
@@ -1157,7 +1157,7 @@ def train(
 
     Example: semassoc train --name copurchase && semassoc index catalog.csv --model .semassoc/models/copurchase
     """
-    from semassoc.train import TrainConfig, train_encoder
+    from semassoc.training.trainer import TrainConfig, train_encoder
 
     if early_stopping not in ("recall@10", "loss"):
         raise InvalidInput(f"--early-stopping must be 'recall@10' or 'loss', not {early_stopping!r}")

@@ -21,8 +21,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from semassoc.behaviour.events import Events
 from semassoc.errors import InvalidInput
-from semassoc.events import Events
 
 __all__ = ["ItemFrequency", "Rule", "item_frequencies", "mine_rules", "write_rules"]
 

@@ -18,7 +18,7 @@ from semassoc.errors import InvalidInput
 from semassoc.workspace import replace_directory
 
 if TYPE_CHECKING:
-    from semassoc.events import Events
+    from semassoc.behaviour.events import Events
 
 MISSING = np.iinfo(np.int64).min
 

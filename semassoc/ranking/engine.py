@@ -1,5 +1,5 @@
 """Related-product queries over one open workspace: text neighbours (Qdrant), behavioural neighbours (pair
-statistics), popularity, and their fusion (see :mod:`semassoc.fusion`).
+statistics), popularity, and their fusion (see :mod:`semassoc.ranking.fusion`).
 
 :class:`RelatedEngine` keeps the store and the behaviour statistics open, so batch jobs and the evaluation harness
 run many queries without reopening anything; :mod:`semassoc.api` opens a workspace per call and delegates here.
@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from semassoc.behaviour import METRICS, BehaviourStats, Neighbour
-from semassoc.encoder import Encoder, LazyEncoder
+from semassoc.behaviour.stats import METRICS, BehaviourStats, Neighbour
+from semassoc.behaviour.users import HistoryItem, UserHistories
 from semassoc.errors import InvalidInput, NotFound
-from semassoc.fusion import (
+from semassoc.ranking.fusion import (
     FusionWeights,
     association_scores,
     clip_unit,
@@ -26,10 +26,10 @@ from semassoc.fusion import (
     max_normalise,
     popularity_prior,
 )
-from semassoc.prompts import PromptSet
 from semassoc.results import ScoredItem, public_attributes
-from semassoc.store import Hit, ProductFilter
-from semassoc.users import HistoryItem, UserHistories
+from semassoc.store.base import Hit, ProductFilter
+from semassoc.text.encoder import Encoder, LazyEncoder
+from semassoc.text.prompts import PromptSet
 from semassoc.workspace import Workspace
 
 

@@ -37,7 +37,7 @@ from semassoc.workspace import replace_directory
 if TYPE_CHECKING:  # scipy and the events reader (pyarrow) load only where statistics are built, not for queries
     import scipy.sparse as sp
 
-    from semassoc.events import Events
+    from semassoc.behaviour.events import Events
 
 __all__ = [
     "METRICS",
@@ -152,7 +152,7 @@ def basket_item_matrix(
         ``events.basket_ids`` code of each row.
 
     Example:
-        >>> from semassoc.events import events_from_baskets
+        >>> from semassoc.behaviour.events import events_from_baskets
         >>> X, _ = basket_item_matrix(events_from_baskets([["a", "b"], ["b"]]))
         >>> X.toarray().tolist()
         [[1, 1], [0, 1]]
@@ -207,7 +207,7 @@ def pair_counts(matrix: sp.csr_matrix, workers: int | None = None) -> tuple[sp.c
         (product counts for a binary matrix, squared weight norms for a weighted one).
 
     Example:
-        >>> from semassoc.events import events_from_baskets
+        >>> from semassoc.behaviour.events import events_from_baskets
         >>> pairs, counts = pair_counts(basket_item_matrix(events_from_baskets([["a", "b"], ["a"]]))[0])
         >>> pairs.toarray().tolist(), counts.tolist()
         ([[0, 1], [1, 0]], [2, 1])
@@ -378,7 +378,7 @@ class BehaviourStats:
     """Pair statistics stored in a directory; build, update incrementally, and query one product cheaply.
 
     Example:
-        >>> from semassoc.events import events_from_baskets
+        >>> from semassoc.behaviour.events import events_from_baskets
         >>> import tempfile
         >>> d = tempfile.mkdtemp() + "/behaviour"
         >>> stats = BehaviourStats.build(events_from_baskets([["a", "b"], ["a", "b"], ["a", "c"]]), d, min_count=1)
@@ -470,7 +470,7 @@ class BehaviourStats:
             raise InvalidInput(f"min_count must be an integer >= 1, not {min_count!r}")
         if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
             raise InvalidInput(f"top_k must be an integer >= 1 or None, not {top_k!r}")
-        from semassoc.events import Events
+        from semassoc.behaviour.events import Events
 
         parts = [events] if isinstance(events, Events) else list(events)
         _check_distinct_sources([], parts)
@@ -504,7 +504,7 @@ class BehaviourStats:
         Raises:
             InvalidInput: a source file was already counted (same sha256).
         """
-        from semassoc.events import Events
+        from semassoc.behaviour.events import Events
 
         parts = [events] if isinstance(events, Events) else list(events)
         known = [digest for _, digest in self._manifest["sources"]]

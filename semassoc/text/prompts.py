@@ -27,11 +27,11 @@ WORDS_PER_TOKEN = 0.75
 
 def default_prompts_dir() -> Path:
     """The bundled ``prompts/`` directory (inside the installed package, or at the root of a source checkout)."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "_prompts", here.parent / "prompts"):
+    package = Path(__file__).resolve().parent.parent  # semassoc/
+    for candidate in (package / "_prompts", package.parent / "prompts"):
         if (candidate / TEMPLATE_FILES["document"]).is_file():
             return candidate
-    raise InvalidInput(f"bundled prompts not found next to {here}; pass --prompts DIR")
+    raise InvalidInput(f"bundled prompts not found next to {package}; pass --prompts DIR")
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ The pieces:
 torch and sentence-transformers are imported inside the functions that train, never at module import.
 
 Example:
-    >>> from semassoc.train import TrainConfig, train_encoder
+    >>> from semassoc.training.trainer import TrainConfig, train_encoder
     >>> report = train_encoder(workspace=".semassoc", config=TrainConfig(epochs=1))  # doctest: +SKIP
     >>> report.model_dir  # doctest: +SKIP
     '.semassoc/models/tuned-20250101-120000'
@@ -41,11 +41,11 @@ from typing import Any, Literal
 
 import numpy as np
 
-from semassoc.behaviour import BehaviourStats, lift, npmi
+from semassoc.behaviour.stats import BehaviourStats, lift, npmi
 from semassoc.catalog import Product
-from semassoc.encoder import resolve_model
 from semassoc.errors import InvalidInput, NotFound, StoreUnavailable
-from semassoc.prompts import PromptSet
+from semassoc.text.encoder import resolve_model
+from semassoc.text.prompts import PromptSet
 from semassoc.workspace import Workspace, replace_directory
 
 __all__ = [

@@ -1,0 +1,1 @@
+"""Behaviour: events, pair statistics and weightings, association rules, user histories."""

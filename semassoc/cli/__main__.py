@@ -1,0 +1,3 @@
+from semassoc.cli.app import main
+
+main()

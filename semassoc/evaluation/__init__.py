@@ -1,0 +1,1 @@
+"""Evaluation: splits, truth, metrics, methods and the report."""

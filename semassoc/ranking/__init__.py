@@ -1,0 +1,1 @@
+"""Ranking: fusion of text and behaviour signals, the query engine, batch jobs."""

@@ -1,0 +1,230 @@
+"""The embedded backend: Qdrant's engine in-process (``qdrant-edge-py``), files inside the workspace.
+
+All calls to that 0.x API live in this module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from semassoc.errors import StoreBusy, StoreUnavailable
+from semassoc.store.base import (
+    PAYLOAD_INDEXES,
+    VECTOR_NAME,
+    Hit,
+    ProductFilter,
+    StoredProduct,
+    _check_dim,
+    _stored,
+    point_id,
+)
+
+# qdrant-edge-py 0.9.0 passes a Python bool in MatchValue as an integer, so a condition on a boolean payload field
+# never matches (checked: MatchValue(True) on {"in_stock": true} returns nothing, indexed or not). The embedded
+# store therefore keeps a hidden integer copy of in_stock, filters on it, and strips it from what it returns.
+_EDGE_FLAG = "_in_stock"
+
+
+def _to_edge(payload: dict[str, Any]) -> dict[str, Any]:
+    flag = payload.get("in_stock")
+    return {**payload, _EDGE_FLAG: int(flag)} if isinstance(flag, bool) else payload
+
+
+def _from_edge(payload: dict[str, Any]) -> dict[str, Any]:
+    if _EDGE_FLAG in payload:
+        payload = {k: v for k, v in payload.items() if k != _EDGE_FLAG}
+    return payload
+
+
+class EmbeddedStore:
+    """Qdrant's engine in-process, storing its files under ``path``. A single process may open it at a time."""
+
+    def __init__(self, path: str | Path, *, dim: int | None = None) -> None:
+        import qdrant_edge as qe
+
+        self._qe = qe
+        self.path = Path(path)
+        self.location = str(self.path)
+        self._shard: Any = None
+        self._dim = dim
+        self._dirty = False
+        if (self.path / "edge_config.json").exists():
+            self._shard = self._open(lambda: qe.EdgeShard.load(str(self.path)))
+            params = self._shard_dim()
+            self._dim = params
+        elif dim is not None:
+            self._create(dim)
+
+    def _open(self, opener: Any) -> Any:
+        try:
+            return opener()
+        except Exception as exc:  # qdrant-edge raises bare Exception; the text tells a held lock from the rest
+            if "WouldBlock" in str(exc):
+                raise StoreBusy(
+                    f"workspace is in use: {self.path} is open in another semassoc process (one writer at a time)"
+                ) from None
+            raise StoreUnavailable(f"{self.path}: cannot open the embedded Qdrant store: {exc}") from None
+
+    def _shard_dim(self) -> int | None:
+        import json
+
+        config = json.loads((self.path / "edge_config.json").read_text())
+        vectors = config.get("vectors", {})
+        params = vectors.get(VECTOR_NAME) if isinstance(vectors, dict) else None
+        return int(params["size"]) if params and "size" in params else self._dim
+
+    def _create(self, dim: int) -> None:
+        qe = self._qe
+        self.path.mkdir(parents=True, exist_ok=True)
+        config = qe.EdgeConfig(vectors={VECTOR_NAME: qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine)})
+        self._shard = self._open(lambda: qe.EdgeShard.create(str(self.path), config))
+        kinds = {"keyword": qe.PayloadSchemaType.Keyword, "float": qe.PayloadSchemaType.Float}
+        for name, kind in PAYLOAD_INDEXES.items():
+            if kind == "bool":  # filtered through its integer copy (see _EDGE_FLAG)
+                name, schema = _EDGE_FLAG, qe.PayloadSchemaType.Integer
+            else:
+                schema = kinds[kind]
+            self._shard.update(qe.UpdateOperation.create_field_index(name, schema))
+        self._dirty = True
+        self._dim = dim
+
+    def dim(self) -> int | None:
+        return self._dim
+
+    def _require(self, dim: int | None = None) -> Any:
+        if self._shard is None:
+            if dim is None:
+                raise StoreUnavailable(f"{self.path}: the store is empty; index a catalog first")
+            self._create(dim)
+        return self._shard
+
+    def count(self) -> int:
+        if self._shard is None:
+            return 0
+        return int(self._shard.count(self._qe.CountRequest(exact=True)))
+
+    def upsert(self, product_ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[dict[str, Any]]) -> None:
+        if not len(product_ids):
+            return
+        shard = self._require(int(vectors.shape[1]))
+        _check_dim(self._dim, vectors)
+        qe = self._qe
+        points = [
+            qe.Point(id=point_id(pid), vector={VECTOR_NAME: vec}, payload=_to_edge(payload))
+            for pid, vec, payload in zip(
+                product_ids, np.asarray(vectors, dtype=np.float32).tolist(), payloads, strict=True
+            )
+        ]
+        shard.update(qe.UpdateOperation.upsert_points(points))
+        self._dirty = True
+
+    def set_payloads(self, product_ids: Sequence[str], payloads: Sequence[dict[str, Any]]) -> None:
+        shard = self._require()
+        for pid, payload in zip(product_ids, payloads, strict=True):
+            shard.update(self._qe.UpdateOperation.overwrite_payload([point_id(pid)], _to_edge(payload)))
+        self._dirty = True
+
+    def delete(self, product_ids: Sequence[str]) -> None:
+        if self._shard is not None and len(product_ids):
+            self._shard.update(self._qe.UpdateOperation.delete_points([point_id(p) for p in product_ids]))
+            self._dirty = True
+
+    def retrieve(self, product_ids: Sequence[str], *, with_vectors: bool = False) -> dict[str, StoredProduct]:
+        if self._shard is None or not len(product_ids):
+            return {}
+        records = self._shard.retrieve(
+            [point_id(p) for p in product_ids], with_payload=True, with_vector=[VECTOR_NAME] if with_vectors else False
+        )
+        return {r.payload["product_id"]: _stored(_from_edge(r.payload), r.vector, with_vectors) for r in records}
+
+    def _filter(self, filter: ProductFilter | None) -> Any:
+        if filter is None:
+            return None
+        qe = self._qe
+        must: list[Any] = []
+        if filter.categories:
+            must.append(qe.FieldCondition(key="category", match=qe.MatchAny(list(filter.categories))))
+        if filter.brands:
+            must.append(qe.FieldCondition(key="brand", match=qe.MatchAny(list(filter.brands))))
+        if filter.min_price is not None or filter.max_price is not None:
+            must.append(qe.FieldCondition(key="price", range=qe.RangeFloat(gte=filter.min_price, lte=filter.max_price)))
+        if filter.in_stock is not None:
+            must.append(qe.FieldCondition(key=_EDGE_FLAG, match=qe.MatchValue(int(filter.in_stock))))
+        must_not = [qe.HasIdCondition({point_id(p) for p in filter.exclude})] if filter.exclude else None
+        if not must and not must_not:
+            return None
+        return qe.Filter(must=must or None, must_not=must_not)
+
+    def _request(self, vector: np.ndarray, limit: int, filter: ProductFilter | None, exact: bool) -> Any:
+        qe = self._qe
+        return qe.QueryRequest(
+            limit=limit,
+            query=qe.Query.Nearest(np.asarray(vector, dtype=np.float32).tolist(), using=VECTOR_NAME),
+            with_payload=True,
+            filter=self._filter(filter),
+            params=qe.SearchParams(exact=True) if exact else None,
+        )
+
+    def search(
+        self, vector: np.ndarray, *, limit: int, filter: ProductFilter | None = None, exact: bool = False
+    ) -> list[Hit]:
+        if self._shard is None:
+            return []
+        points = self._shard.query(self._request(vector, limit, filter, exact))
+        return [_edge_hit(p) for p in points]
+
+    def search_batch(
+        self, vectors: np.ndarray, *, limit: int, filters: Sequence[ProductFilter | None], exact: bool = False
+    ) -> list[list[Hit]]:
+        if self._shard is None:
+            return [[] for _ in range(len(vectors))]
+        requests = [self._request(v, limit, f, exact) for v, f in zip(vectors, filters, strict=True)]
+        results = self._shard.query_batch(self._qe.QueryBatchRequest(requests))
+        return [[_edge_hit(p) for p in points] for points in results]
+
+    def iter_payloads(self, keys: Sequence[str] | None = None, batch: int = 2048) -> Iterator[dict[str, Any]]:
+        if self._shard is None:
+            return
+        qe = self._qe
+        selector: Any = list({"product_id", *keys}) if keys is not None else True
+        offset = None
+        while True:
+            records, offset = self._shard.scroll(
+                qe.ScrollRequest(offset=offset, limit=batch, with_payload=selector, with_vector=False)
+            )
+            for record in records:
+                yield _from_edge(record.payload)
+            if offset is None:
+                return
+
+    def optimize(self) -> bool:
+        self._dirty = self._shard is not None
+        return bool(self._shard.optimize()) if self._shard is not None else False
+
+    def drop(self) -> None:
+        import shutil
+
+        if self._shard is not None:
+            self._shard.close()
+            self._shard = None
+        shutil.rmtree(self.path, ignore_errors=True)
+        self._dim = None
+
+    def close(self) -> None:
+        if self._shard is not None:
+            if self._dirty:  # a read-only session has nothing to flush (it cost ~10 ms per query process)
+                self._shard.flush()
+            self._shard.close()
+            self._shard = None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _edge_hit(point: Any) -> Hit:
+    payload = _from_edge(point.payload)
+    return Hit(payload["product_id"], float(point.score), payload)

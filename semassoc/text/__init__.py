@@ -1,0 +1,1 @@
+"""Product text: prompt templates, the encoder and its vector cache."""

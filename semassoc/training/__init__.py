@@ -1,0 +1,1 @@
+"""Training: co-purchase pairs and encoder fine-tuning."""
