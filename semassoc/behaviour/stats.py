@@ -14,7 +14,8 @@ On disk (one directory, written atomically: a temporary sibling directory rename
   read one row; ``update`` reads them whole, adds the new counts and writes them back, which is what makes an update
   exact. Keeping one copy serves both, instead of a top-k copy plus a pair-count npz;
 - ``nbr_*.npy``: only with ``top_k``, a truncated copy of the rows for very large catalogues (union of the top ``top_k``
-  neighbours by every metric); queries then read these.
+  neighbours by every metric); queries then read these;
+- ``log_*.npy``: the timestamped basket log (:mod:`semassoc.behaviour.baskets`), written by the same atomic write.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from semassoc.behaviour.baskets import BasketLog
 from semassoc.errors import InvalidInput, NotFound, SemassocError
 from semassoc.workspace import replace_directory
 
@@ -654,6 +656,12 @@ class BehaviourStats:
             for i in order.tolist()
         ]
 
+    def basket_log(self) -> BasketLog | None:
+        """The timestamped basket log (None for statistics built before the log was kept: rebuild them)."""
+        if not BasketLog.exists(self.directory):
+            return None
+        return BasketLog.load(self.directory, int(self._item_ids.shape[0]))
+
     def info(self) -> BehaviourInfo:
         """Counts, options, sources and update times, from the manifest alone."""
         if self._info is None:
@@ -699,6 +707,7 @@ class _State:
     baskets: int
     weighted_pairs: sp.csr_matrix | None = None
     wnorm2: np.ndarray | None = None
+    log: BasketLog | None = None  # the timestamped baskets (None for statistics built before the log existed)
 
     @classmethod
     def from_events(
@@ -706,7 +715,8 @@ class _State:
     ) -> _State:
         if progress:
             progress("basket matrix", 1, 4)
-        binary, _ = basket_item_matrix(events, event_types=event_types)
+        binary, basket_codes = basket_item_matrix(events, event_types=event_types)
+        log = BasketLog.from_matrix(binary, basket_codes, events)
         if progress:
             progress("pair counts", 2, 4)
         pairs, counts = pair_counts(binary)
@@ -715,7 +725,7 @@ class _State:
             weights, _ = basket_item_matrix(events, weighted=True, event_types=event_types)
             weighted_pairs, wnorm2 = pair_counts(weights)
             weighted_pairs = _align(weighted_pairs, pairs)
-        return cls(events.item_ids, counts.astype(np.int64), pairs, binary.shape[0], weighted_pairs, wnorm2)
+        return cls(events.item_ids, counts.astype(np.int64), pairs, binary.shape[0], weighted_pairs, wnorm2, log)
 
     @classmethod
     def load(cls, directory: Path, weighted: bool) -> _State:
@@ -734,8 +744,15 @@ class _State:
             wdot = np.load(directory / "pairs_wdot.npy")
             weighted_pairs = sp.csr_matrix((wdot, indices, indptr), shape=(size, size))
             wnorm2 = np.load(directory / "item_wnorm2.npy")
+        log = BasketLog.load(directory, size) if BasketLog.exists(directory) else None
         return cls(
-            item_ids, np.load(directory / "item_counts.npy"), pairs, int(manifest["baskets"]), weighted_pairs, wnorm2
+            item_ids,
+            np.load(directory / "item_counts.npy"),
+            pairs,
+            int(manifest["baskets"]),
+            weighted_pairs,
+            wnorm2,
+            log,
         )
 
     def merge(self, other: _State) -> _State:
@@ -757,7 +774,10 @@ class _State:
                 other.weighted_pairs, theirs, union.size
             )
             weighted_pairs = _align(weighted_pairs.tocsr(), pairs)
-        return _State(union, counts, pairs, self.baskets + other.baskets, weighted_pairs, wnorm2)
+        log = None
+        if self.log is not None and other.log is not None:  # an old log-less directory stays log-less
+            log = self.log.reindexed(mine, union.size).concat(other.log.reindexed(theirs, union.size))
+        return _State(union, counts, pairs, self.baskets + other.baskets, weighted_pairs, wnorm2, log)
 
     def write(
         self,
@@ -814,6 +834,8 @@ class _State:
                 np.save(tmp / "nbr_counts.npy", counts)
                 if wdot is not None:
                     np.save(tmp / "nbr_wdot.npy", wdot)
+            if self.log is not None:
+                self.log.save(tmp)
             # The manifest goes last: a directory with a manifest is complete.
             (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
 
