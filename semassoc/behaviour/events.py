@@ -8,6 +8,9 @@ bad rows.
 
 Row numbers in problems: CSV counts lines with the header as row 1 (so the first data row is row 2); JSON lines counts
 lines from 1; Parquet counts data rows from 1. Blank lines, which are skipped, still count in CSV and JSON lines.
+
+This module reads and validates; ``Events`` lives in :mod:`semassoc.behaviour.event_data` and the reading options
+in :mod:`semassoc.behaviour.event_options` (both re-exported here).
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ import math
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Literal
@@ -29,6 +31,23 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from semassoc.behaviour.event_data import (
+    _MAX_PROBLEMS,
+    CUSTOM_EVENT_WEIGHT,
+    DEFAULT_EVENT_TYPE,
+    DEFAULT_EVENT_WEIGHTS,
+    Events,
+    SkipSummary,
+    _encode,
+    events_from_baskets,
+)
+from semassoc.behaviour.event_options import (
+    ONLINE_RETAIL_EXCLUDED_CODES,
+    ONLINE_RETAIL_EXCLUDED_PATTERN,
+    EventColumns,
+    EventFilters,
+    LoadOptions,
+)
 from semassoc.errors import InvalidInput, RowProblem
 
 __all__ = [
@@ -44,409 +63,6 @@ __all__ = [
     "events_from_baskets",
     "load_events",
 ]
-
-#: Default weight per event type: a purchase says more than putting in the cart, which says more than a view.
-#: The ratio 1 : 3 : 5 is a common starting point in implicit-feedback work; change it with ``weights=``.
-DEFAULT_EVENT_WEIGHTS: Mapping[str, float] = {"view": 1.0, "cart": 3.0, "purchase": 5.0}
-#: Event type assumed when the file has no event-type column (transaction logs such as invoices).
-DEFAULT_EVENT_TYPE = "purchase"
-#: Weight of an event type missing from the weights mapping (a custom type).
-CUSTOM_EVENT_WEIGHT = 1.0
-
-#: Online Retail (UCI) stock codes that are not products: postage, discounts, manual entries, fees, samples...
-ONLINE_RETAIL_EXCLUDED_CODES: frozenset[str] = frozenset(
-    {"POST", "D", "M", "DOT", "BANK CHARGES", "AMAZONFEE", "C2", "CRUK", "PADS", "S", "B", "m"}
-)
-#: Online Retail stock-code prefixes that are not products (gift vouchers, DCGS lines).
-ONLINE_RETAIL_EXCLUDED_PATTERN = r"^(DCGS|gift_0001_)"
-
-_MAX_PROBLEMS = 20
-
-# Usual column names, normalised (lower case, runs of non-alphanumerics as "_"), in order of preference.
-_ALIASES: dict[str, tuple[str, ...]] = {
-    "basket": (
-        "basket_id",
-        "basket",
-        "order_id",
-        "orderid",
-        "invoice",
-        "invoiceno",
-        "invoice_no",
-        "invoice_id",
-        "transaction_id",
-        "transactionid",
-        "session_id",
-        "sessionid",
-        "user_session",
-    ),
-    "item": (
-        "product_id",
-        "productid",
-        "item_id",
-        "itemid",
-        "stockcode",
-        "stock_code",
-        "sku",
-        "product",
-        "item",
-    ),
-    "user": (
-        "user_id",
-        "userid",
-        "customer_id",
-        "customerid",
-        "visitor_id",
-        "visitorid",
-        "client_id",
-        "user",
-        "customer",
-    ),
-    "timestamp": (
-        "timestamp",
-        "event_time",
-        "eventtime",
-        "invoicedate",
-        "invoice_date",
-        "order_date",
-        "datetime",
-        "time",
-        "date",
-        "ts",
-    ),
-    "quantity": ("quantity", "qty", "amount"),
-    "event_type": ("event_type", "eventtype", "event", "action", "type"),
-}
-
-
-def _normalise_name(name: str) -> str:
-    return re.sub(r"[^0-9a-z]+", "_", name.strip().lower()).strip("_")
-
-
-@dataclass(frozen=True)
-class EventColumns:
-    """Which column of the file holds which field. ``None`` means: detect it from usual names.
-
-    Detection looks for usual names, ignoring case, spaces and punctuation: ``Invoice``/``order_id``/``basket_id``/
-    ``session_id`` for the basket, ``StockCode``/``product_id``/``item_id``/``sku`` for the product,
-    ``Customer ID``/``user_id``/``customer_id`` for the user, ``InvoiceDate``/``timestamp``/``event_time`` for the
-    time, ``Quantity``/``qty`` and ``event_type``/``event``. Name a field explicitly when detection would pick the
-    wrong column.
-
-    Args:
-        item: product id column (required, detected if ``None``).
-        basket: order / basket / session id column (optional).
-        user: user id column (required when there is no basket column).
-        timestamp: event time column (required when there is no basket column, or with time decay).
-        event_type: event type column (optional; every row is a purchase without it).
-        quantity: quantity column (optional).
-
-    Example:
-        >>> EventColumns(item="sku", basket="order").resolve(["order", "sku", "when"]).basket
-        'order'
-    """
-
-    item: str | None = None
-    basket: str | None = None
-    user: str | None = None
-    timestamp: str | None = None
-    event_type: str | None = None
-    quantity: str | None = None
-
-    @classmethod
-    def from_mapping(cls, mapping: Mapping[str, str]) -> EventColumns:
-        """Build from a ``{field: column}`` dict, e.g. ``{"item": "sku", "basket": "order"}``.
-
-        Raises:
-            InvalidInput: on an unknown field name.
-        """
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(mapping) - known)
-        if unknown:
-            raise InvalidInput(f"unknown event field(s) {unknown} in column mapping; known fields: {sorted(known)}")
-        return cls(**dict(mapping))
-
-    def resolve(self, names: Sequence[str], source: str = "events") -> EventColumns:
-        """Fill in undetected fields from the column names of a file and check explicit ones exist.
-
-        Args:
-            names: the column names found in the file.
-            source: file name used in error messages.
-
-        Returns:
-            A copy where every field is a column name of the file or ``None`` (absent).
-
-        Raises:
-            InvalidInput: a named column is missing, or the product column cannot be found.
-        """
-        by_norm: dict[str, str] = {}
-        for name in names:
-            by_norm.setdefault(_normalise_name(name), name)
-        chosen: dict[str, str | None] = {}
-        taken: set[str] = set()
-        for f in fields(self):
-            explicit = getattr(self, f.name)
-            if explicit is not None:
-                if explicit not in names:
-                    raise InvalidInput(
-                        f"{source}: column {explicit!r} (mapped to field '{f.name}') is missing; "
-                        f"columns found: {list(names)}"
-                    )
-                chosen[f.name] = explicit
-                taken.add(explicit)
-        for f in fields(self):
-            if f.name in chosen:
-                continue
-            chosen[f.name] = None
-            for alias in _ALIASES[f.name]:
-                column = by_norm.get(alias)
-                if column is not None and column not in taken:
-                    chosen[f.name] = column
-                    taken.add(column)
-                    break
-        return EventColumns(**chosen)
-
-
-@dataclass(frozen=True)
-class EventFilters:
-    """Rows to drop on purpose (not errors): counted in ``Events.filtered`` by reason.
-
-    Args:
-        drop_nonpositive_quantity: drop rows whose quantity is <= 0 (returns, corrections). Only acts when there is
-            a quantity column.
-        cancellation_prefix: drop rows whose basket id starts with this (Online Retail cancellations start with "C").
-        excluded_items: product ids that are not products (postage, fees...), compared exactly after id stripping.
-        excluded_item_pattern: a regular expression (RE2 syntax, searched) of product ids to drop.
-
-    Example:
-        >>> EventFilters.online_retail().cancellation_prefix
-        'C'
-    """
-
-    drop_nonpositive_quantity: bool = True
-    cancellation_prefix: str | None = None
-    excluded_items: frozenset[str] = frozenset()
-    excluded_item_pattern: str | None = None
-
-    @classmethod
-    def online_retail(cls) -> EventFilters:
-        """The cleaning the UCI Online Retail data needs: cancellations, quantity <= 0 and non-product codes."""
-        return cls(
-            drop_nonpositive_quantity=True,
-            cancellation_prefix="C",
-            excluded_items=ONLINE_RETAIL_EXCLUDED_CODES,
-            excluded_item_pattern=ONLINE_RETAIL_EXCLUDED_PATTERN,
-        )
-
-    @classmethod
-    def none(cls) -> EventFilters:
-        """Keep every valid row."""
-        return cls(drop_nonpositive_quantity=False)
-
-
-@dataclass(frozen=True)
-class SkipSummary:
-    """What ``on_error="skip"`` left out.
-
-    Attributes:
-        rows: number of rows skipped.
-        reasons: count of skipped rows per ``"field: reason"`` (a row with two problems counts under both).
-        problems: the first problems, in file order.
-    """
-
-    rows: int = 0
-    reasons: Mapping[str, int] = field(default_factory=dict)
-    problems: tuple[RowProblem, ...] = ()
-
-
-@dataclass(frozen=True, eq=False)
-class Events:
-    """Validated events as column arrays (dictionary-encoded), ready for basket statistics.
-
-    Product, basket, user and event-type columns are integer codes into sorted vocabularies, so
-    ``events.item_ids[events.item]`` gives the product id of every row.
-
-    Attributes:
-        item_ids: sorted unique product ids (object array of str).
-        item: product code per row (int32).
-        basket_ids: unique basket keys (object array of str); a cut session is keyed ``"<user>@<start time>"``.
-        basket: basket code per row (int64).
-        weight: weight per row: event-type weight times time decay (float64).
-        event_types: event-type vocabulary; ``event_type`` holds a code per row (int16).
-        user_ids / user: user vocabulary and code per row (-1 where unknown); ``None`` without a user column.
-        timestamp: event time per row as ``datetime64[us]`` UTC (NaT where unknown); ``None`` without a time column.
-        quantity: quantity per row (float64); ``None`` without a quantity column.
-        sources: the files read; ``digests`` their sha256.
-        rows_read: data rows read from the files; ``skipped`` and ``filtered`` say where the others went.
-    """
-
-    item_ids: np.ndarray
-    item: np.ndarray
-    basket_ids: np.ndarray
-    basket: np.ndarray
-    weight: np.ndarray
-    event_types: np.ndarray
-    event_type: np.ndarray
-    user_ids: np.ndarray | None = None
-    user: np.ndarray | None = None
-    timestamp: np.ndarray | None = None
-    quantity: np.ndarray | None = None
-    sources: tuple[str, ...] = ()
-    digests: tuple[str, ...] = ()
-    rows_read: int = 0
-    skipped: SkipSummary = field(default_factory=SkipSummary)
-    filtered: Mapping[str, int] = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return int(self.item.shape[0])
-
-    @property
-    def n_items(self) -> int:
-        """Number of distinct products."""
-        return int(self.item_ids.shape[0])
-
-    @property
-    def n_baskets(self) -> int:
-        """Number of baskets (orders or sessions)."""
-        return int(self.basket_ids.shape[0])
-
-    @property
-    def time_range(self) -> tuple[datetime, datetime] | None:
-        """Earliest and latest known event time (UTC), or ``None``."""
-        if self.timestamp is None:
-            return None
-        known = self.timestamp[~np.isnat(self.timestamp)]
-        if known.size == 0:
-            return None
-        return tuple(_to_datetime(v) for v in (known.min(), known.max()))  # type: ignore[return-value]
-
-    def baskets(self) -> list[list[str]]:
-        """The distinct products of each basket, in basket-code order (products sorted).
-
-        Example:
-            >>> # events.baskets()[0] -> ['21232', '84879']
-        """
-        order = np.lexsort((self.item, self.basket))
-        b = self.basket[order]
-        i = self.item[order]
-        keep = np.ones(b.shape[0], dtype=bool)
-        keep[1:] = (b[1:] != b[:-1]) | (i[1:] != i[:-1])
-        b, i = b[keep], i[keep]
-        names = self.item_ids[i].tolist()
-        bounds = np.flatnonzero(np.diff(b)) + 1
-        starts = [0, *bounds.tolist()]
-        ends = [*bounds.tolist(), len(names)]
-        return [names[s:e] for s, e in zip(starts, ends, strict=True)]
-
-    def select(self, mask: np.ndarray) -> Events:
-        """The rows where ``mask`` is true (e.g. events before a date), with vocabularies narrowed to what is used.
-
-        Product, basket and user vocabularies keep only the ids of the selected rows (still sorted), so a product
-        absent from the selection is absent from ``item_ids``. ``sources``, ``digests``, ``rows_read``, ``skipped``
-        and ``filtered`` still describe the original load.
-
-        Raises:
-            InvalidInput: ``mask`` is not a boolean array with one entry per row.
-        """
-        mask = np.asarray(mask)
-        if mask.dtype != bool or mask.shape != (len(self),):
-            raise InvalidInput(f"select needs a boolean mask of {len(self)} rows, not {mask.dtype} {mask.shape}")
-
-        def narrow(vocab: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            kept = codes[mask]
-            used = np.unique(kept[kept >= 0])
-            remap = np.full(vocab.shape[0], -1, dtype=np.int64)
-            remap[used] = np.arange(used.shape[0])
-            out = np.where(kept >= 0, remap[np.maximum(kept, 0)], -1)
-            return vocab[used], out.astype(codes.dtype)
-
-        item_ids, item = narrow(self.item_ids, self.item)
-        basket_ids, basket = narrow(self.basket_ids, self.basket)
-        user_ids = user = None
-        if self.user is not None and self.user_ids is not None:
-            user_ids, user = narrow(self.user_ids, self.user)
-        return replace(
-            self,
-            item_ids=item_ids,
-            item=item,
-            basket_ids=basket_ids,
-            basket=basket,
-            weight=self.weight[mask],
-            event_type=self.event_type[mask],
-            user_ids=user_ids,
-            user=user,
-            timestamp=None if self.timestamp is None else self.timestamp[mask],
-            quantity=None if self.quantity is None else self.quantity[mask],
-        )
-
-    @classmethod
-    def concat(cls, parts: Sequence[Events]) -> Events:
-        """Join several loads into one (as if read from one file); rows with the same basket key merge.
-
-        Args:
-            parts: loaded events, e.g. one per file.
-
-        Returns:
-            One ``Events`` with merged vocabularies; skip and filter summaries are added up.
-        """
-        if not parts:
-            raise InvalidInput("no events to concatenate")
-        if len(parts) == 1:
-            return parts[0]
-        item_ids, item = _merge_codes([p.item_ids for p in parts], [p.item for p in parts])
-        basket_ids, basket = _merge_codes([p.basket_ids for p in parts], [p.basket for p in parts])
-        event_types, event_type = _merge_codes([p.event_types for p in parts], [p.event_type for p in parts])
-        user_ids = user = timestamp = quantity = None
-        if all(p.user is not None for p in parts):
-            user_ids, user = _merge_codes([p.user_ids for p in parts], [p.user for p in parts])
-        if all(p.timestamp is not None for p in parts):
-            timestamp = np.concatenate([p.timestamp for p in parts])
-        if all(p.quantity is not None for p in parts):
-            quantity = np.concatenate([p.quantity for p in parts])
-        reasons: Counter[str] = Counter()
-        filtered: Counter[str] = Counter()
-        problems: list[RowProblem] = []
-        for p in parts:
-            reasons.update(p.skipped.reasons)
-            filtered.update(p.filtered)
-            problems.extend(p.skipped.problems)
-        return cls(
-            item_ids=item_ids,
-            item=item.astype(np.int32),
-            basket_ids=basket_ids,
-            basket=basket.astype(np.int64),
-            weight=np.concatenate([p.weight for p in parts]),
-            event_types=event_types,
-            event_type=event_type.astype(np.int16),
-            user_ids=user_ids,
-            user=None if user is None else user.astype(np.int32),
-            timestamp=timestamp,
-            quantity=quantity,
-            sources=tuple(s for p in parts for s in p.sources),
-            digests=tuple(d for p in parts for d in p.digests),
-            rows_read=sum(p.rows_read for p in parts),
-            skipped=SkipSummary(
-                rows=sum(p.skipped.rows for p in parts), reasons=dict(reasons), problems=tuple(problems[:_MAX_PROBLEMS])
-            ),
-            filtered=dict(filtered),
-        )
-
-
-def _merge_codes(vocabs: Sequence[np.ndarray], codes: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Union of sorted vocabularies, and every part's codes remapped into it (-1 stays -1)."""
-    union = np.unique(np.concatenate(vocabs)) if vocabs else np.array([], dtype=object)
-    out = []
-    for vocab, code in zip(vocabs, codes, strict=True):
-        mapping = np.searchsorted(union, vocab).astype(np.int64) if vocab.size else np.zeros(0, dtype=np.int64)
-        remapped = np.full(code.shape[0], -1, dtype=np.int64)
-        known = code >= 0
-        remapped[known] = mapping[code[known]]
-        out.append(remapped)
-    return union, np.concatenate(out)
-
-
-def _to_datetime(value: np.datetime64) -> datetime:
-    micros = int(value.astype("datetime64[us]").astype(np.int64))
-    return datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=micros)
 
 
 # ----------------------------------------------------------------------------------------------------------- reading
@@ -721,19 +337,6 @@ def _parse_numbers(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     return values, bad
 
 
-def _encode(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted vocabulary (object array) and int64 codes (-1 for null)."""
-    encoded = pc.dictionary_encode(column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column)
-    vocab = encoded.dictionary.to_numpy(zero_copy_only=False).astype(object)
-    codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
-    order = np.argsort(vocab, kind="stable")
-    rank = np.empty(order.shape[0], dtype=np.int64)
-    rank[order] = np.arange(order.shape[0])
-    known = codes >= 0
-    codes[known] = rank[codes[known]]
-    return vocab[order], codes
-
-
 def _cut_sessions(
     user: np.ndarray, user_ids: np.ndarray, ts: np.ndarray, gap: timedelta
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -957,104 +560,7 @@ def load_events(
     )
 
 
-@dataclass(frozen=True)
-class LoadOptions:
-    """How to read an events file: everything ``load_events`` takes, as one value that can live in a manifest.
-
-    ``behavior update`` reuses the options ``behavior build`` stored, so every file of a workspace is read alike.
-    """
-
-    columns: EventColumns = field(default_factory=EventColumns)
-    session_gap_minutes: float = 30.0
-    weights: Mapping[str, float] | None = None
-    half_life_days: float | None = None
-    filters: EventFilters = field(default_factory=EventFilters)
-    on_error: Literal["strict", "skip"] = "strict"
-
-    def load(self, path: str | Path) -> Events:
-        """Read one events file with these options."""
-        return load_events(
-            path,
-            self.columns,
-            session_gap=timedelta(minutes=self.session_gap_minutes),
-            weights=self.weights,
-            half_life=None if self.half_life_days is None else timedelta(days=self.half_life_days),
-            filters=self.filters,
-            on_error=self.on_error,
-        )
-
-    def to_dict(self) -> dict[str, object]:
-        """JSON-ready form (for the workspace manifest)."""
-        return {
-            "columns": {f.name: getattr(self.columns, f.name) for f in fields(self.columns)},
-            "session_gap_minutes": self.session_gap_minutes,
-            "weights": None if self.weights is None else dict(self.weights),
-            "half_life_days": self.half_life_days,
-            "filters": {
-                "drop_nonpositive_quantity": self.filters.drop_nonpositive_quantity,
-                "cancellation_prefix": self.filters.cancellation_prefix,
-                "excluded_items": sorted(self.filters.excluded_items),
-                "excluded_item_pattern": self.filters.excluded_item_pattern,
-            },
-            "on_error": self.on_error,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, object]) -> LoadOptions:
-        """Inverse of :meth:`to_dict`."""
-        filters = dict(data.get("filters") or {})  # type: ignore[call-overload]
-        filters["excluded_items"] = frozenset(filters.get("excluded_items") or ())
-        return cls(
-            columns=EventColumns(**dict(data.get("columns") or {})),  # type: ignore[call-overload]
-            session_gap_minutes=float(data.get("session_gap_minutes", 30.0)),  # type: ignore[arg-type]
-            weights=data.get("weights"),  # type: ignore[arg-type]
-            half_life_days=data.get("half_life_days"),  # type: ignore[arg-type]
-            filters=EventFilters(**filters),
-            on_error=data.get("on_error", "strict"),  # type: ignore[arg-type]
-        )
-
-
 def _strict_message(first: RowProblem, count: int) -> str:
     """One line: the first problem, how many more, and that nothing was loaded."""
     more = f"; {count - 1} more bad row(s)" if count > 1 else ""
     return f"{first}{more}; nothing loaded (--on-error skip loads the good rows)"
-
-
-def events_from_baskets(baskets: Sequence[Sequence[str]], source: str = "<memory>") -> Events:
-    """Events from in-memory baskets (one purchase per product and basket); handy for tests and rules.
-
-    Args:
-        baskets: each basket a sequence of product ids; basket keys are their positions ("0", "1", ...).
-        source: name recorded as the source.
-
-    Returns:
-        ``Events`` with weight 5 (purchase) on every row.
-
-    Example:
-        >>> events_from_baskets([["a", "b"], ["a"]]).n_items
-        2
-    """
-    sizes = np.fromiter((len(b) for b in baskets), dtype=np.int64, count=len(baskets))
-    flat = [str(i) for b in baskets for i in b]
-    for position, b in enumerate(baskets):
-        for value in b:
-            if not str(value).strip():
-                raise InvalidInput(f"{source}: basket {position + 1}: empty product id")
-    item_ids, item = _encode(pa.chunked_array([pa.array(flat, pa.string())]))
-    keys = np.array([str(i) for i in range(len(baskets))], dtype=object)
-    order = np.argsort(keys, kind="stable")
-    rank = np.empty(order.shape[0], dtype=np.int64)
-    rank[order] = np.arange(order.shape[0])
-    basket = np.repeat(rank, sizes)
-    return Events(
-        item_ids=item_ids,
-        item=item.astype(np.int32),
-        basket_ids=keys[order],
-        basket=basket,
-        weight=np.full(item.shape[0], DEFAULT_EVENT_WEIGHTS["purchase"]),
-        event_types=np.array([DEFAULT_EVENT_TYPE], dtype=object),
-        event_type=np.zeros(item.shape[0], np.int16),
-        sources=(source,),
-        digests=(hashlib.sha256(json.dumps([list(map(str, b)) for b in baskets]).encode()).hexdigest(),),
-        rows_read=int(sizes.sum()),
-    )
