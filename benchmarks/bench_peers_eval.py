@@ -39,7 +39,8 @@ sys.path.insert(0, str(REPO))
 
 from semassoc.behaviour.events import EventFilters, LoadOptions  # noqa: E402
 from semassoc.behaviour.stats import basket_item_matrix  # noqa: E402
-from semassoc.evaluation.harness import EvaluationConfig, EvaluationData, catalog_ids, prepare, score_lists  # noqa: E402
+from semassoc.evaluation.metrics import score_lists  # noqa: E402
+from semassoc.evaluation.runner import EvaluationConfig, EvaluationData, catalog_ids, prepare  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data"
 NON_PRODUCT = {"POST", "D", "M", "DOT", "BANK CHARGES", "AMAZONFEE", "C2", "CRUK", "PADS", "S", "B", "m"}

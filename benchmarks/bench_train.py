@@ -40,15 +40,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from _common import DATA, OUT, online_retail_catalog  # noqa: E402
 
 from semassoc.behaviour.events import EventFilters, LoadOptions  # noqa: E402
-from semassoc.evaluation.harness import (  # noqa: E402
-    BATCH_METHODS,
-    EvaluationConfig,
-    catalog_ids,
-    evaluate,
-    ndcg_at_k,
-    prepare,
-    recall_at_k,
-)
+from semassoc.evaluation.methods import BATCH_METHODS  # noqa: E402
+from semassoc.evaluation.metrics import ndcg_at_k, recall_at_k  # noqa: E402
+from semassoc.evaluation.runner import EvaluationConfig, catalog_ids, evaluate, prepare  # noqa: E402
 from semassoc.ranking.engine import RelatedEngine  # noqa: E402
 from semassoc.workspace import Workspace  # noqa: E402
 

@@ -24,11 +24,11 @@ import pyarrow.parquet as pq
 
 from semassoc.behaviour.events import EventFilters, LoadOptions
 from semassoc.errors import NotFound
-from semassoc.evaluation import harness as ev
+from semassoc.evaluation import methods, runner
 from semassoc.ranking.fusion import FusionWeights
 
 
-def variant(mode: str, weights: FusionWeights) -> ev.Method:
+def variant(mode: str, weights: FusionWeights) -> methods.Method:
     def rank(engine, product_id, k):  # type: ignore[no-untyped-def]
         try:
             return [i.product_id for i in engine.related(product_id, mode=mode, k=k, weights=weights)]
@@ -81,8 +81,8 @@ def main() -> None:
 
     variants = grid() if args.grid == "coarse" else fine_grid()
     for name, weights in variants.items():
-        ev.METHODS[f"auto [{name}]"] = variant("auto", weights)
-    config = ev.EvaluationConfig(
+        methods.METHODS[f"auto [{name}]"] = variant("auto", weights)
+    config = runner.EvaluationConfig(
         split_fraction=args.fraction,
         cold_share=0.1,
         max_queries=args.max_queries,
@@ -91,7 +91,7 @@ def main() -> None:
         chart_metric="ndcg@10",
         methods=("popularity", "similar", "complements --metric count", *(f"auto [{n}]" for n in variants)),
     )
-    report = ev.evaluate(
+    report = runner.evaluate(
         args.catalog,
         early,
         config=config,

@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 from semassoc.behaviour.events import EventFilters, LoadOptions, events_from_baskets, load_events
 from semassoc.cli.app import app
 from semassoc.errors import InvalidInput
-from semassoc.evaluation import harness as ev
+from semassoc.evaluation import methods, metrics, runner, splits
+from semassoc.evaluation import truth as ev_truth
 
 from .conftest import EXAMPLES
 
@@ -25,8 +26,8 @@ INVOICES = EXAMPLES / "invoices.parquet"
 
 # ----------------------------------------------------------------------------------------------------------- metrics
 def test_recall_counts_relevant_found_over_all_relevant() -> None:
-    assert ev.recall_at_k(["a", "x", "b", "c"], {"a", "b", "c", "d"}, 3) == 0.5
-    assert ev.recall_at_k(["x"], set(), 10) == 0.0
+    assert metrics.recall_at_k(["a", "x", "b", "c"], {"a", "b", "c", "d"}, 3) == 0.5
+    assert metrics.recall_at_k(["x"], set(), 10) == 0.0
 
 
 def test_graded_ndcg_worked_example() -> None:
@@ -35,30 +36,30 @@ def test_graded_ndcg_worked_example() -> None:
     # IDCG = 3/log2(2) + 2/log2(3) + 1/log2(4) = 3 + 1.261860 + 0.5 = 4.761860 -> 0.502491
     grades = {"a": 3.0, "b": 2.0, "c": 1.0}
     expected = (3 / math.log2(3) + 1 / 2) / (3 + 2 / math.log2(3) + 1 / 2)
-    assert ev.ndcg_at_k(["x", "a", "c"], grades, 3) == pytest.approx(expected)
-    assert ev.ndcg_at_k(["x", "a", "c"], grades, 3) == pytest.approx(0.502491, abs=1e-6)
-    assert ev.ndcg_at_k(["a", "b", "c"], grades, 3) == pytest.approx(1.0)
-    assert ev.ndcg_at_k(["a"], grades, 1) == pytest.approx(1.0)  # IDCG is cut at k too
-    assert ev.ndcg_at_k(["b"], grades, 1) == pytest.approx(2 / 3)
-    assert ev.ndcg_at_k(["x"], {}, 5) == 0.0
+    assert metrics.ndcg_at_k(["x", "a", "c"], grades, 3) == pytest.approx(expected)
+    assert metrics.ndcg_at_k(["x", "a", "c"], grades, 3) == pytest.approx(0.502491, abs=1e-6)
+    assert metrics.ndcg_at_k(["a", "b", "c"], grades, 3) == pytest.approx(1.0)
+    assert metrics.ndcg_at_k(["a"], grades, 1) == pytest.approx(1.0)  # IDCG is cut at k too
+    assert metrics.ndcg_at_k(["b"], grades, 1) == pytest.approx(2 / 3)
+    assert metrics.ndcg_at_k(["x"], {}, 5) == 0.0
 
 
 def test_mrr_and_hit_rate() -> None:
-    assert ev.mrr_at_k(["x", "y", "a", "b"], {"a", "b"}, 10) == pytest.approx(1 / 3)
-    assert ev.mrr_at_k(["x", "y", "a"], {"a"}, 2) == 0.0
-    assert ev.hit_rate_at_k(["x", "a"], {"a"}, 2) == 1.0
-    assert ev.hit_rate_at_k(["x", "a"], {"a"}, 1) == 0.0
+    assert metrics.mrr_at_k(["x", "y", "a", "b"], {"a", "b"}, 10) == pytest.approx(1 / 3)
+    assert metrics.mrr_at_k(["x", "y", "a"], {"a"}, 2) == 0.0
+    assert metrics.hit_rate_at_k(["x", "a"], {"a"}, 2) == 1.0
+    assert metrics.hit_rate_at_k(["x", "a"], {"a"}, 1) == 0.0
 
 
 def test_coverage_and_standard_error() -> None:
-    assert ev.catalog_coverage([["a", "b", "c"], ["b", "d"]], 8, 2) == pytest.approx(3 / 8)  # a, b, d
-    assert ev.standard_error([1.0, 0.0, 1.0, 0.0]) == pytest.approx(np.std([1, 0, 1, 0], ddof=1) / 2)
-    assert ev.standard_error([0.3]) is None
+    assert metrics.catalog_coverage([["a", "b", "c"], ["b", "d"]], 8, 2) == pytest.approx(3 / 8)  # a, b, d
+    assert metrics.standard_error([1.0, 0.0, 1.0, 0.0]) == pytest.approx(np.std([1, 0, 1, 0], ddof=1) / 2)
+    assert metrics.standard_error([0.3]) is None
 
 
 def test_score_lists_drops_the_query_from_list_and_truth() -> None:
     # The query "q" is first in the list and the best in the truth: it must count neither way.
-    scores = ev.score_lists([["q", "a", "x", "b"]], [{"q": 9.0, "a": 2.0, "b": 1.0}], [2], exclude=[{"q"}])
+    scores = metrics.score_lists([["q", "a", "x", "b"]], [{"q": 9.0, "a": 2.0, "b": 1.0}], [2], exclude=[{"q"}])
     assert scores["recall@2"].mean == pytest.approx(0.5)  # a found of {a, b}; list after dropping q: a, x
     assert scores["hit_rate@2"].mean == 1.0
     assert scores["mrr@2"].mean == 1.0
@@ -68,7 +69,7 @@ def test_score_lists_drops_the_query_from_list_and_truth() -> None:
 
 def test_score_lists_catalog_filter_duplicates_and_standard_errors() -> None:
     catalog = {"a", "b", "c", "d"}
-    scores = ev.score_lists(
+    scores = metrics.score_lists(
         [["zz", "a", "a", "b"], ["c", "d"]], [{"a": 1.0}, {"b": 1.0}], [1, 2], exclude=[{"q1"}, {"q2"}], catalog=catalog
     )
     # query 1: list a, b (zz not in the catalog, duplicate a dropped) -> hit at 1; query 2: c, d -> miss
@@ -95,29 +96,31 @@ BASKETS = [
 
 def test_truth_thresholds_and_bounded_baskets() -> None:
     events = events_from_baskets(BASKETS)
-    truth = ev.build_truth(events, ev.TruthConfig(min_count=2, min_lift=1.5, max_basket_size=5))
+    truth = ev_truth.build_truth(events, ev_truth.TruthConfig(min_count=2, min_lift=1.5, max_basket_size=5))
     assert truth.baskets == 8 and truth.skipped_baskets == 1
     # a is in 4 of 8 bounded baskets, b in 3, ab together in 3: lift = 3 * 8 / (4 * 3) = 2
     assert truth.relevant("a") == {"b": 3.0}  # ac: count 2, lift 2 * 8 / (4 * 3) = 1.33 < 1.5
     assert truth.relevant("d") == {"e": 2.0}  # de: lift 2 * 8 / (3 * 2) = 2.67
     assert truth.relevant("f") == {}
-    low = ev.build_truth(events, ev.TruthConfig(min_count=2, min_lift=1.0, max_basket_size=5))
+    low = ev_truth.build_truth(events, ev_truth.TruthConfig(min_count=2, min_lift=1.0, max_basket_size=5))
     assert low.relevant("a") == {"b": 3.0, "c": 2.0}
-    strict = ev.build_truth(events, ev.TruthConfig(min_count=3, min_lift=1.0, max_basket_size=5))
+    strict = ev_truth.build_truth(events, ev_truth.TruthConfig(min_count=3, min_lift=1.0, max_basket_size=5))
     assert strict.relevant("a") == {"b": 3.0}
 
 
 def test_raw_truth_counts_every_basket_without_lift() -> None:
     events = events_from_baskets(BASKETS)
-    raw = ev.build_truth(events, ev.TruthConfig(kind="raw", min_count=2))
+    raw = ev_truth.build_truth(events, ev_truth.TruthConfig(kind="raw", min_count=2))
     assert raw.baskets == 9
     assert raw.relevant("a") == {"b": 4.0, "c": 3.0}
     assert raw.relevant("f") == {}
-    assert "any size" in ev.TruthConfig(kind="raw").describe()
+    assert "any size" in ev_truth.TruthConfig(kind="raw").describe()
 
 
 def test_truth_drops_products_outside_the_catalog() -> None:
-    truth = ev.build_truth(events_from_baskets(BASKETS), ev.TruthConfig(min_lift=1.0, max_basket_size=5), {"a", "c"})
+    truth = ev_truth.build_truth(
+        events_from_baskets(BASKETS), ev_truth.TruthConfig(min_lift=1.0, max_basket_size=5), {"a", "c"}
+    )
     assert truth.relevant("a") == {"c": 2.0}
 
 
@@ -128,7 +131,7 @@ def example_events():
 
 
 def test_temporal_split_is_disjoint_in_time(example_events) -> None:
-    split = ev.temporal_split(example_events, split_fraction=0.7)
+    split = splits.temporal_split(example_events, split_fraction=0.7)
     assert split.train.timestamp.max() < np.datetime64(split.cut.replace(tzinfo=None), "us")
     assert split.test.timestamp.min() >= np.datetime64(split.cut.replace(tzinfo=None), "us")
     assert len(split.train) + len(split.test) == len(example_events)
@@ -140,21 +143,21 @@ def test_temporal_split_is_disjoint_in_time(example_events) -> None:
 
 def test_split_date_and_errors(example_events) -> None:
     cut = datetime(2010, 11, 1, tzinfo=timezone.utc)
-    split = ev.temporal_split(example_events, split_date=cut)
+    split = splits.temporal_split(example_events, split_date=cut)
     assert split.cut == cut
     with pytest.raises(InvalidInput, match="no events before"):
-        ev.temporal_split(example_events, split_date=datetime(2000, 1, 1))
+        splits.temporal_split(example_events, split_date=datetime(2000, 1, 1))
     with pytest.raises(InvalidInput, match="split-fraction"):
-        ev.temporal_split(example_events, split_fraction=1.5)
+        splits.temporal_split(example_events, split_fraction=1.5)
     with pytest.raises(InvalidInput, match="timestamp"):
-        ev.temporal_split(events_from_baskets([["a", "b"]]))
+        splits.temporal_split(events_from_baskets([["a", "b"]]))
 
 
 def test_cold_share_hides_products_and_is_seeded(example_events) -> None:
-    one = ev.temporal_split(example_events, cold_share=0.2, seed=7)
-    two = ev.temporal_split(example_events, cold_share=0.2, seed=7)
-    other = ev.temporal_split(example_events, cold_share=0.2, seed=8)
-    plain = ev.temporal_split(example_events)
+    one = splits.temporal_split(example_events, cold_share=0.2, seed=7)
+    two = splits.temporal_split(example_events, cold_share=0.2, seed=7)
+    other = splits.temporal_split(example_events, cold_share=0.2, seed=8)
+    plain = splits.temporal_split(example_events)
     assert one.hidden_items == two.hidden_items != other.hidden_items
     assert len(one.hidden_items) == round(0.2 * plain.train.n_items)
     assert not one.hidden_items & set(one.train.item_ids.tolist())
@@ -164,8 +167,10 @@ def test_cold_share_hides_products_and_is_seeded(example_events) -> None:
 
 
 def test_query_sets_have_evidence(example_events) -> None:
-    catalog = ev.catalog_ids(CATALOG)
-    data = ev.prepare(catalog, example_events, ev.EvaluationConfig(cold_share=0.1, max_queries=None, max_users=None))
+    catalog = runner.catalog_ids(CATALOG)
+    data = runner.prepare(
+        catalog, example_events, runner.EvaluationConfig(cold_share=0.1, max_queries=None, max_users=None)
+    )
     assert data.products.warm and data.products.cold
     assert set(data.products.cold) <= data.split.cold_items
     for q in data.products.warm[:50] + data.products.cold[:50]:
@@ -176,15 +181,15 @@ def test_query_sets_have_evidence(example_events) -> None:
 
 
 def test_registry_names_and_optional_methods() -> None:
-    assert "popularity" in ev.METHODS and "similar" in ev.METHODS
-    assert {f"complements --metric {m}" for m in ev.BEHAVIOUR_WEIGHTINGS} <= set(ev.METHODS)
-    names = set(ev.available_methods())
+    assert "popularity" in methods.METHODS and "similar" in methods.METHODS
+    assert {f"complements --metric {m}" for m in methods.BEHAVIOUR_WEIGHTINGS} <= set(methods.METHODS)
+    names = set(methods.available_methods())
     from semassoc.ranking.engine import RelatedEngine
 
     assert ("related --mode auto" in names) == hasattr(RelatedEngine, "related")
-    assert ("recommend" in ev.available_user_methods()) == hasattr(RelatedEngine, "recommend")
+    assert ("recommend" in methods.available_user_methods()) == hasattr(RelatedEngine, "recommend")
     with pytest.raises(InvalidInput, match="unknown method"):
-        ev._selected(ev.EvaluationConfig(methods=("nope",)))
+        runner._selected(runner.EvaluationConfig(methods=("nope",)))
 
 
 # ------------------------------------------------------------------------------------------------------- end to end
@@ -218,9 +223,9 @@ def test_cli_evaluate_end_to_end(tmp_path: Path) -> None:
     assert report["query_sets"]["warm"] > 0 and report["query_sets"]["cold"] > 0
     assert len(report["data"]["catalog_sha256"]) == 64 and len(report["data"]["events_sha256"]) == 64
     by = {(r["method"], r["query_set"]): r["metrics"] for r in report["results"]}
-    for method in ("popularity", "similar", *(f"complements --metric {m}" for m in ev.BEHAVIOUR_WEIGHTINGS)):
+    for method in ("popularity", "similar", *(f"complements --metric {m}" for m in methods.BEHAVIOUR_WEIGHTINGS)):
         assert (method, "warm") in by and (method, "cold") in by
-    for m in ev.BEHAVIOUR_WEIGHTINGS:
+    for m in methods.BEHAVIOUR_WEIGHTINGS:
         cold = by[(f"complements --metric {m}", "cold")]
         assert all(v["mean"] == 0.0 for v in cold.values())  # behaviour alone knows nothing about cold products
         assert by[(f"complements --metric {m}", "warm")]["ndcg@10"]["mean"] > 0
@@ -246,12 +251,12 @@ def test_cli_evaluate_bad_options(tmp_path: Path) -> None:
 def test_real_model_evaluation_is_fast_enough(tmp_path: Path) -> None:
     """The whole evaluation with the bundled model on the example data (encoding 3,000 titles included)."""
     started = time.perf_counter()
-    report = ev.evaluate(
+    report = runner.evaluate(
         CATALOG,
         INVOICES,
         options=LoadOptions(filters=EventFilters.online_retail()),
         workspace=tmp_path / "ws",
-        config=ev.EvaluationConfig(cold_share=0.1, max_queries=150, max_users=100),
+        config=runner.EvaluationConfig(cold_share=0.1, max_queries=150, max_users=100),
         out=tmp_path / "report.json",
     )
     seconds = time.perf_counter() - started

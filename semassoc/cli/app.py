@@ -1023,7 +1023,7 @@ def evaluate(
     """
     from datetime import datetime
 
-    from semassoc.evaluation import harness as evaluation
+    from semassoc.evaluation import runner as evaluation
 
     options = _load_options(
         item_column,
