@@ -10,16 +10,13 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import shutil
-import tempfile
-import uuid
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from semassoc.errors import EncoderMismatch, InvalidInput, NotFound, StoreBusy
+from semassoc.io import atomic_write_json
 from semassoc.store.base import VectorStore
 from semassoc.store.embedded import EmbeddedStore
 from semassoc.store.remote import RemoteStore
@@ -82,9 +79,7 @@ class Manifest:
         return cls(store=store, **{k: v for k, v in data.items() if k in known})
 
     def write(self, path: Path) -> None:
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        os.replace(tmp, path)  # atomic: a crash leaves the old manifest or the new one, never half of one
+        atomic_write_json(path, asdict(self), sort_keys=True)  # a crash leaves the old manifest or the new one
 
 
 def resolve_workspace_path(path: str | Path | None) -> Path:
@@ -243,27 +238,3 @@ def _check_store_location(settings: StoreSettings, url: str | None, root: Path) 
         )
     if url is not None and settings.url is not None and url != settings.url:
         raise InvalidInput(f"{root} keeps its vectors at {settings.url}, not {url}; use another --workspace")
-
-
-def replace_directory(directory: Path, write: Callable[[Path], None]) -> None:
-    """Write a directory of the workspace (behaviour statistics, user histories, a tuned model) into a temporary
-    sibling, fsync it, then swap it in: a failure leaves the old directory (or none) untouched, never half of one."""
-    directory = directory.absolute()
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
-    try:
-        write(tmp)
-        for entry in tmp.rglob("*"):  # data on disk before the rename makes it visible
-            if entry.is_file():
-                with entry.open("rb") as fh:
-                    os.fsync(fh.fileno())
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if directory.exists():
-        old = directory.parent / f".{directory.name}.old-{uuid.uuid4().hex}"
-        os.replace(directory, old)
-        os.replace(tmp, directory)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, directory)

@@ -20,7 +20,7 @@ from semassoc.behaviour.stats import (
     pair_counts,
 )
 from semassoc.errors import InvalidInput, NotFound
-from semassoc.workspace import replace_directory
+from semassoc.io import WriteFailed, replace_directory
 
 # Four baskets; by hand: n = 4, counts a 3, b 3, c 2, d 1; pairs ab 2, ac 2, bc 1, bd 1.
 TINY = [["a", "b", "c"], ["a", "b"], ["a", "c"], ["b", "d"]]
@@ -203,7 +203,7 @@ def test_failed_write_leaves_previous_statistics(tiny: BehaviourStats, tmp_path:
         (tmp / "item_ids.npy").write_bytes(b"partial")
         raise OSError("disk full")
 
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(WriteFailed, match="cannot write: disk full"):
         replace_directory(directory, half_write)
     after = stored_arrays(directory)
     assert before.keys() == after.keys()

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from semassoc.behaviour.events import Events
 from semassoc.errors import InvalidInput
+from semassoc.io import atomic_output
 
 __all__ = ["ItemFrequency", "Rule", "item_frequencies", "mine_rules", "write_rules"]
 
@@ -222,9 +223,7 @@ def write_rules(rules: Sequence[Rule], path: str | Path, format: str | None = No
         )
     if format not in ("csv", "parquet", "jsonl"):
         raise InvalidInput(f"{path}: cannot tell the rules format; use .csv, .parquet or .jsonl (or format=)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
+    with atomic_output(path) as tmp:
         if format == "csv":
             with tmp.open("w", newline="", encoding="utf-8") as fh:
                 writer = csv.writer(fh)
@@ -261,8 +260,4 @@ def write_rules(rules: Sequence[Rule], path: str | Path, format: str | None = No
                 }
             )
             pq.write_table(table, tmp)
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path

@@ -34,7 +34,7 @@ import numpy as np
 
 from semassoc.behaviour.baskets import BasketLog
 from semassoc.errors import InvalidInput, NotFound, SemassocError
-from semassoc.workspace import replace_directory
+from semassoc.io import replace_directory
 
 if TYPE_CHECKING:  # scipy and the events reader (pyarrow) load only where statistics are built, not for queries
     import scipy.sparse as sp

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from semassoc.errors import InvalidInput
-from semassoc.workspace import replace_directory
+from semassoc.io import replace_directory
 
 if TYPE_CHECKING:
     from semassoc.behaviour.events import Events

@@ -11,6 +11,7 @@ import numpy as np
 
 from semassoc.errors import InvalidInput, NotFound
 from semassoc.evaluation.metrics import MetricValue
+from semassoc.io import atomic_write_text
 
 # ========================================================================================================= report
 
@@ -105,7 +106,7 @@ def write_report(report: EvaluationReport, path: str | Path, *, chart: bool = Tr
         png = path.with_suffix(".png")
         write_chart(report, png, report.config.get("chart_metric", "ndcg@10"))
         report.outputs["chart"] = str(png)
-    path.write_text(json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    atomic_write_text(path, json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n")
     return path
 
 

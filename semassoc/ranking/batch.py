@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from semassoc.errors import InvalidInput, NotFound
+from semassoc.io import atomic_output, atomic_write_json
 from semassoc.ranking.engine import RelatedEngine
 from semassoc.ranking.fusion import FusionWeights
 from semassoc.results import ScoredItem
@@ -140,9 +140,8 @@ def _run(
             resumed += 1
         else:
             table = pa.Table.from_pylist(answer(chunk), schema=_schema())
-            tmp = part.with_suffix(".tmp")
-            pq.write_table(table, tmp)
-            os.replace(tmp, part)  # a chunk is on disk whole or not at all
+            with atomic_output(part) as tmp:  # a chunk is on disk whole or not at all
+                pq.write_table(table, tmp)
         done += len(chunk)
         if progress is not None:
             progress(done, len(ids))
@@ -161,10 +160,7 @@ def _claim(parts: Path, job: dict[str, Any]) -> None:
                 f"to finish it, or delete {parts}"
             )
         return
-    parts.mkdir(parents=True, exist_ok=True)
-    tmp = spec.with_suffix(".tmp")
-    tmp.write_text(json.dumps(job, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, spec)
+    atomic_write_json(spec, job, sort_keys=True)
 
 
 def _assemble(parts: Path, n_chunks: int, out: Path, fmt: str) -> int:
@@ -174,17 +170,15 @@ def _assemble(parts: Path, n_chunks: int, out: Path, fmt: str) -> int:
 
     tables = [pq.read_table(parts / f"part-{i:06d}.parquet") for i in range(n_chunks)]
     table = pa.concat_tables(tables) if tables else _schema().empty_table()
-    tmp = out.with_name(f".{out.name}.tmp")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "parquet":
-        pq.write_table(table, tmp)
-    elif fmt == "csv":
-        pacsv.write_csv(table, tmp)
-    else:
-        with tmp.open("w", encoding="utf-8") as handle:
-            for row in table.to_pylist():
-                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, out)
+    with atomic_output(out) as tmp:
+        if fmt == "parquet":
+            pq.write_table(table, tmp)
+        elif fmt == "csv":
+            pacsv.write_csv(table, tmp)
+        else:
+            with tmp.open("w", encoding="utf-8") as handle:
+                for row in table.to_pylist():
+                    handle.write(json.dumps(row, ensure_ascii=False) + "\n")
     return table.num_rows
 
 

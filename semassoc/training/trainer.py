@@ -44,9 +44,10 @@ import numpy as np
 from semassoc.behaviour.stats import BehaviourStats, lift, npmi
 from semassoc.catalog import Product
 from semassoc.errors import InvalidInput, NotFound, StoreUnavailable
+from semassoc.io import replace_directory
 from semassoc.text.encoder import resolve_model
 from semassoc.text.prompts import PromptSet
-from semassoc.workspace import Workspace, replace_directory
+from semassoc.workspace import Workspace
 
 __all__ = [
     "COLOUR_WORDS",
