@@ -36,6 +36,9 @@ from semassoc.workspace import MANIFEST, Workspace, resolve_workspace_path
 if TYPE_CHECKING:  # the events reader and the rule miner load pyarrow/pyfim: imported where they are used
     from semassoc.behaviour.events import Events, LoadOptions
     from semassoc.behaviour.rules import Rule
+    from semassoc.evaluation.report import EvaluationReport
+    from semassoc.evaluation.runner import EvaluationConfig
+    from semassoc.training.trainer import TrainConfig, TrainProgress, TrainReport
 
 #: progress(done, total): ``done`` products of ``total`` to process are finished.
 IndexProgress = Callable[[int, int], None]
@@ -813,3 +816,59 @@ def rules(
     found.sort(key=lambda r: (-getattr(r, sort_by), -r.lift, r.lhs, r.rhs))
     written = str(write_rules(found, out)) if out is not None else None
     return RulesReport(rules=found, baskets=joined.n_baskets, out=written, seconds=time.perf_counter() - started)
+
+
+def evaluate(
+    catalog: str | Path,
+    events: str | Path,
+    *,
+    config: EvaluationConfig | None = None,
+    options: LoadOptions | None = None,
+    workspace: str | Path = ".semassoc-eval",
+    columns: CatalogColumns | None = None,
+    model: str | None = None,
+    encoder: Encoder | None = None,
+    out: str | Path | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> EvaluationReport:
+    """Evaluate every method on a temporal split of ``events`` against ``catalog`` (see
+    :func:`semassoc.evaluation.runner.evaluate`, which this calls)."""
+    from semassoc.evaluation.runner import evaluate as run_evaluation
+
+    return run_evaluation(
+        catalog,
+        events,
+        config=config,
+        options=options,
+        workspace=workspace,
+        columns=columns,
+        model=model,
+        encoder=encoder,
+        out=out,
+        progress=progress,
+    )
+
+
+def train(
+    *,
+    workspace: str | Path | None = None,
+    name: str | None = None,
+    config: TrainConfig | None = None,
+    model: str | None = None,
+    device: str | None = None,
+    overwrite: bool = False,
+    progress: Callable[[TrainProgress], None] | None = None,
+) -> TrainReport:
+    """Fine-tune the workspace's encoder on its co-purchase pairs and save it in ``<workspace>/models/<name>/`` (see
+    :func:`semassoc.training.trainer.train_encoder`, which this calls)."""
+    from semassoc.training.trainer import train_encoder
+
+    return train_encoder(
+        workspace=workspace,
+        name=name,
+        config=config,
+        model=model,
+        device=device,
+        overwrite=overwrite,
+        progress=progress,
+    )

@@ -122,3 +122,30 @@ def test_every_command_has_help_and_is_in_the_readme():
         else:
             assert re.search(rf"semassoc {name}\b", readme), f"`semassoc {name}` is not shown in README.md"
         run(name, "--help")
+
+
+def test_metric_choices_are_the_library_weightings():
+    from semassoc.behaviour.stats import METRICS
+    from semassoc.cli.options import MetricChoice
+
+    assert [m.value for m in MetricChoice] == list(METRICS)
+
+
+def test_terminal_text_from_data_is_escaped():
+    from semassoc.cli.output import safe
+
+    assert safe("[bold]mug[/]\x1b[31m red\x1b]0;title\x07\x07\x9b") == "\\[bold]mug\\[/] red"
+
+
+def test_weights_and_presets_are_parsed_by_the_library():
+    from semassoc.behaviour.presets import load_options
+    from semassoc.errors import InvalidInput
+
+    options = load_options(preset="online-retail", weights=["Purchase=5", "view=1"], exclude_items=["POST"])
+    assert options.weights == {"purchase": 5.0, "view": 1.0}
+    assert options.filters.cancellation_prefix == "C" and "POST" in options.filters.excluded_items
+    with pytest.raises(InvalidInput, match="TYPE=NUMBER"):
+        load_options(weights=["purchase"])
+    with pytest.raises(InvalidInput, match="only preset"):
+        load_options(preset="retail")
+    run("rules", str(REPO / "examples" / "online_retail" / "invoices.parquet"), "--preset", "retail", code=2)

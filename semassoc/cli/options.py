@@ -1,0 +1,209 @@
+"""Options shared by several commands (``Annotated`` types) and every fixed choice as a Typer enum.
+
+Only parsing lives here: turning option values into library values (filters, load options) is done by library
+functions (:class:`ProductFilter`, :func:`semassoc.behaviour.presets.load_options`).
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Literal
+
+import typer
+
+from semassoc.store.base import ProductFilter
+from semassoc.workspace import ENV_QDRANT_URL, ENV_WORKSPACE
+
+if TYPE_CHECKING:
+    from semassoc.behaviour.events import LoadOptions
+
+
+# -- choices ----------------------------------------------------------------------------------------------------
+class OnErrorChoice(str, Enum):
+    strict = "strict"
+    skip = "skip"
+
+    @property
+    def mode(self) -> Literal["strict", "skip"]:
+        return "strict" if self is OnErrorChoice.strict else "skip"
+
+
+class ModeChoice(str, Enum):
+    auto = "auto"
+    substitutes = "substitutes"
+    complements = "complements"
+
+
+class ProfileChoice(str, Enum):
+    vectors = "vectors"
+    text = "text"
+    mix = "mix"
+
+
+class MetricChoice(str, Enum):
+    """The weightings of :data:`semassoc.behaviour.weightings.METRICS` (a test keeps the two equal)."""
+
+    count = "count"
+    support = "support"
+    confidence = "confidence"
+    reverse_confidence = "reverse_confidence"
+    lift = "lift"
+    npmi = "npmi"
+    cosine = "cosine"
+    jaccard = "jaccard"
+
+
+class RuleSortChoice(str, Enum):
+    lift = "lift"
+    confidence = "confidence"
+    support = "support"
+    count = "count"
+    coverage = "coverage"
+
+
+class PresetChoice(str, Enum):
+    online_retail = "online-retail"
+
+
+class TruthChoice(str, Enum):
+    lift = "lift"
+    raw = "raw"
+
+    @property
+    def kind(self) -> Literal["lift", "raw"]:
+        return "lift" if self is TruthChoice.lift else "raw"
+
+
+class EarlyStoppingChoice(str, Enum):
+    recall_at_10 = "recall@10"
+    loss = "loss"
+
+    @property
+    def metric(self) -> Literal["recall@10", "loss"]:
+        return "recall@10" if self is EarlyStoppingChoice.recall_at_10 else "loss"
+
+
+# -- workspace, output, store -----------------------------------------------------------------------------------
+Workspace = Annotated[
+    Path | None,
+    typer.Option("--workspace", "-w", envvar=ENV_WORKSPACE, help="Workspace directory [default: ./.semassoc]."),
+]
+AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object per line instead of a table.")]
+TopK = Annotated[int, typer.Option("--k", "-k", min=1, help="How many products to return.")]
+QdrantUrl = Annotated[
+    str | None,
+    typer.Option("--qdrant-url", envvar=ENV_QDRANT_URL, help="Qdrant server/cluster URL [default: embedded store]."),
+]
+Exact = Annotated[bool, typer.Option("--exact", help="Exact search even when an HNSW index was built.")]
+Model = Annotated[
+    str | None,
+    typer.Option("--model", "-m", help="sentence-transformers model name or directory [default: the workspace's]."),
+]
+Device = Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:1... [default: auto].")]
+
+# -- product filters --------------------------------------------------------------------------------------------
+Category = Annotated[list[str] | None, typer.Option("--category", help="Only this category (repeatable).")]
+Brand = Annotated[list[str] | None, typer.Option("--brand", help="Only this brand (repeatable).")]
+MinPrice = Annotated[float | None, typer.Option("--min-price", min=0, help="Lowest price.")]
+MaxPrice = Annotated[float | None, typer.Option("--max-price", min=0, help="Highest price.")]
+InStock = Annotated[bool, typer.Option("--in-stock", help="Only products in stock.")]
+Exclude = Annotated[
+    list[str] | None, typer.Option("--exclude", help="Leave out these product ids (repeatable, or comma-separated).")
+]
+Collapse = Annotated[
+    str | None,
+    typer.Option("--collapse", help="Collapse variants: 'base-code' (85123A ~ 85123B) or a catalog column name."),
+]
+
+
+def split_ids(values: list[str] | None) -> list[str]:
+    """Repeatable, comma-separated ids as one list (blanks dropped)."""
+    return [p.strip() for value in values or [] for p in value.split(",") if p.strip()]
+
+
+def product_filter(
+    category: list[str] | None,
+    brand: list[str] | None,
+    min_price: float | None,
+    max_price: float | None,
+    in_stock: bool,
+    exclude: list[str] | None,
+) -> ProductFilter:
+    return ProductFilter(
+        categories=tuple(category or ()),
+        brands=tuple(brand or ()),
+        min_price=min_price,
+        max_price=max_price,
+        in_stock=True if in_stock else None,
+        exclude=tuple(split_ids(exclude)),
+    )
+
+
+# -- reading events ---------------------------------------------------------------------------------------------
+EventsFiles = Annotated[list[Path], typer.Argument(help="Events file(s): .csv, .tsv, .jsonl or .parquet.")]
+ItemColumn = Annotated[str | None, typer.Option("--item-column", help="Product id column [default: detected].")]
+BasketColumn = Annotated[
+    str | None, typer.Option("--basket-column", help="Order/basket/session id column [default: detected].")
+]
+UserColumn = Annotated[str | None, typer.Option("--user-column", help="User id column [default: detected].")]
+TimeColumn = Annotated[str | None, typer.Option("--timestamp-column", help="Event time column [default: detected].")]
+TypeColumn = Annotated[str | None, typer.Option("--event-type-column", help="Event type column [default: detected].")]
+QuantityColumn = Annotated[str | None, typer.Option("--quantity-column", help="Quantity column [default: detected].")]
+SessionGap = Annotated[
+    float, typer.Option("--session-gap", min=0.001, help="Minutes of inactivity that end a session (no basket id).")
+]
+Weights = Annotated[
+    list[str] | None,
+    typer.Option("--weight", help="Event type weight, TYPE=W (repeatable) [default: view=1 cart=3 purchase=5]."),
+]
+HalfLife = Annotated[float | None, typer.Option("--half-life", min=0.001, help="Time-decay half-life in days.")]
+Preset = Annotated[
+    PresetChoice | None,
+    typer.Option("--preset", help="Cleaning preset: 'online-retail' (cancellations, non-product codes)."),
+]
+CancelPrefix = Annotated[
+    str | None, typer.Option("--cancellation-prefix", help="Drop baskets whose id starts with this (e.g. C).")
+]
+ExcludeItems = Annotated[
+    list[str] | None, typer.Option("--exclude-items", help="Product ids that are not products (repeatable, commas).")
+]
+ExcludePattern = Annotated[str | None, typer.Option("--exclude-pattern", help="Regex of product ids to drop.")]
+KeepNonPositive = Annotated[bool, typer.Option("--keep-nonpositive", help="Keep rows with quantity <= 0.")]
+OnError = Annotated[
+    OnErrorChoice, typer.Option("--on-error", help="strict: any bad row stops the run; skip: drop bad rows, list them.")
+]
+
+
+def load_options(
+    item_column: str | None,
+    basket_column: str | None,
+    user_column: str | None,
+    timestamp_column: str | None,
+    event_type_column: str | None,
+    quantity_column: str | None,
+    session_gap: float,
+    weight: list[str] | None,
+    half_life: float | None,
+    preset: PresetChoice | None,
+    cancellation_prefix: str | None,
+    exclude_items: list[str] | None,
+    exclude_pattern: str | None,
+    keep_nonpositive: bool,
+    on_error: OnErrorChoice,
+) -> LoadOptions:
+    """The events options as given on the command line, handed to the library (which parses and checks them)."""
+    from semassoc.behaviour import presets
+
+    return presets.load_options(
+        columns=(item_column, basket_column, user_column, timestamp_column, event_type_column, quantity_column),
+        session_gap_minutes=session_gap,
+        weights=weight,
+        half_life_days=half_life,
+        preset=None if preset is None else preset.value,
+        cancellation_prefix=cancellation_prefix,
+        exclude_items=split_ids(exclude_items),
+        exclude_pattern=exclude_pattern,
+        keep_nonpositive=keep_nonpositive,
+        on_error=on_error.mode,
+    )
