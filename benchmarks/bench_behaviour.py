@@ -24,8 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
+from semassoc.behaviour.cooccurrence import basket_item_matrix, pair_counts
 from semassoc.behaviour.events import DEFAULT_EVENT_TYPE, EventFilters, Events, load_events
-from semassoc.behaviour.stats import BehaviourStats, basket_item_matrix, pair_counts
+from semassoc.behaviour.stats import BehaviourStats
 from semassoc.workspace import Workspace
 
 

@@ -37,8 +37,8 @@ import scipy.sparse as sp
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from semassoc.behaviour.cooccurrence import basket_item_matrix  # noqa: E402
 from semassoc.behaviour.events import EventFilters, LoadOptions  # noqa: E402
-from semassoc.behaviour.stats import basket_item_matrix  # noqa: E402
 from semassoc.evaluation.metrics import score_lists  # noqa: E402
 from semassoc.evaluation.runner import EvaluationConfig, EvaluationData, catalog_ids, prepare  # noqa: E402
 

@@ -8,7 +8,8 @@ import numpy as np
 
 from semassoc import api
 from semassoc.behaviour.baskets import MISSING, BasketLog
-from semassoc.behaviour.stats import BehaviourStats, pair_counts
+from semassoc.behaviour.cooccurrence import pair_counts
+from semassoc.behaviour.stats import BehaviourStats
 
 
 def _events(path: Path, baskets: list[tuple[str, list[str]]]) -> Path:

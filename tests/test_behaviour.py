@@ -11,14 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from semassoc.behaviour.cooccurrence import basket_item_matrix, pair_counts
 from semassoc.behaviour.events import EventFilters, Events, events_from_baskets, load_events
-from semassoc.behaviour.stats import (
-    METRICS,
-    BehaviourStats,
-    basket_item_matrix,
-    npmi,
-    pair_counts,
-)
+from semassoc.behaviour.stats import BehaviourStats
+from semassoc.behaviour.weightings import METRICS, npmi
 from semassoc.errors import InvalidInput, NotFound
 from semassoc.io import WriteFailed, replace_directory
 

@@ -125,7 +125,7 @@ def test_every_command_has_help_and_is_in_the_readme():
 
 
 def test_metric_choices_are_the_library_weightings():
-    from semassoc.behaviour.stats import METRICS
+    from semassoc.behaviour.weightings import METRICS
     from semassoc.cli.options import MetricChoice
 
     assert [m.value for m in MetricChoice] == list(METRICS)

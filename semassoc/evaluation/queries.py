@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from semassoc.behaviour.stats import basket_item_matrix
+from semassoc.behaviour.cooccurrence import basket_item_matrix
 from semassoc.evaluation.splits import Split
 from semassoc.evaluation.truth import Truth
 

@@ -9,8 +9,8 @@ from typing import Literal
 import numpy as np
 import scipy.sparse as sp
 
+from semassoc.behaviour.cooccurrence import basket_item_matrix, pair_counts
 from semassoc.behaviour.events import Events
-from semassoc.behaviour.stats import basket_item_matrix, pair_counts
 from semassoc.errors import InvalidInput
 
 # ============================================================================================================ truth

@@ -14,8 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from semassoc.behaviour.stats import METRICS, BehaviourStats, Neighbour
+from semassoc.behaviour.stats import BehaviourStats, Neighbour
 from semassoc.behaviour.users import HistoryItem, UserHistories
+from semassoc.behaviour.weightings import METRICS
 from semassoc.errors import InvalidInput, NotFound
 from semassoc.ranking.fusion import (
     FusionWeights,

@@ -41,7 +41,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from semassoc.behaviour.stats import BehaviourStats, lift, npmi
+from semassoc.behaviour.stats import BehaviourStats
+from semassoc.behaviour.weightings import lift, npmi
 from semassoc.catalog import Product
 from semassoc.errors import InvalidInput, NotFound, StoreUnavailable
 from semassoc.io import replace_directory
