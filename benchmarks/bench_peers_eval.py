@@ -212,8 +212,8 @@ def peers(args: argparse.Namespace) -> None:
     matrix = _training_matrix(data, catalog)
     k = max(config.ks) + 1
     results = []
-    queries = {"warm": data.products.warm, "cold": data.products.cold}
-    everything = data.products.warm + data.products.cold
+    queries = data.products.by_name()
+    everything = [q for qs in queries.values() for q in qs]
     for name in ("implicit bm25", "implicit als", "lightfm warp + title words"):
         t = time.perf_counter()
         if name.startswith("implicit"):

@@ -47,8 +47,8 @@ from semassoc.ranking.engine import RelatedEngine  # noqa: E402
 from semassoc.workspace import Workspace  # noqa: E402
 
 EVENTS = DATA / "online_retail" / "online_retail_II_2009-2010.parquet"
-METHODS = ("popularity", "similar", "complements --metric lift", "related --mode auto")
-PAIRED = ("similar", "related --mode auto")
+METHODS = ("popularity", "similar", "complements --metric lift", "related")
+PAIRED = ("similar", "related")
 K = 10
 
 
@@ -141,8 +141,7 @@ def main() -> None:
 
     data = prepare(catalog_ids(catalog), options.load(EVENTS), cfg)
     paired: dict[str, Any] = {}
-    for query_set in ("warm", "cold"):
-        queries = getattr(data.products, query_set)
+    for query_set, queries in data.products.by_name().items():
         for method in PAIRED:
             b = per_query(ws_base, data, method, queries)
             t = per_query(ws_tuned, data, method, queries)
@@ -151,7 +150,7 @@ def main() -> None:
                 diff = [y - x for x, y in zip(b[metric], t[metric], strict=True)]
                 entry[metric] = {"base": mean_se(b[metric]), "tuned": mean_se(t[metric]), "tuned - base": mean_se(diff)}
             paired[f"{method} / {query_set}"] = entry
-            print(f"{method:22s} {query_set:5s} {json.dumps(entry)}", flush=True)
+            print(f"{method:22s} {query_set:11s} {json.dumps(entry)}", flush=True)
     result["paired"] = paired
     result["machine"] = {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
     args.out.parent.mkdir(parents=True, exist_ok=True)

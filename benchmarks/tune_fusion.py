@@ -100,15 +100,15 @@ def main() -> None:
     )
     rows = []
     for method in config.methods or ():
-        warm = report.score(method, "warm", "ndcg@10").mean
-        cold = report.score(method, "cold", "ndcg@10").mean
+        warm = report.score(method, "established", "ndcg@10").mean
+        cold = report.score(method, "hidden", "ndcg@10").mean
         rows.append(
             (
                 method,
                 warm,
                 cold,
-                report.score(method, "warm", "recall@10").mean,
-                report.score(method, "cold", "recall@10").mean,
+                report.score(method, "established", "recall@10").mean,
+                report.score(method, "hidden", "recall@10").mean,
             )
         )
     print(f"queries: {report.query_sets}")

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import math
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -171,25 +172,25 @@ def test_query_sets_have_evidence(example_events) -> None:
     data = runner.prepare(
         catalog, example_events, runner.EvaluationConfig(cold_share=0.1, max_queries=None, max_users=None)
     )
-    assert data.products.warm and data.products.cold
-    assert set(data.products.cold) <= data.split.cold_items
-    for q in data.products.warm[:50] + data.products.cold[:50]:
+    sets = data.products
+    assert sets.established and sets.new and sets.hidden
+    assert set(sets.new) <= data.split.new_items and set(sets.hidden) <= data.split.hidden_items
+    assert not (set(sets.established) & set(sets.new) or set(sets.established) & set(sets.hidden))
+    for q in sets.established[:50] + sets.new[:50] + sets.hidden[:50]:
         assert len(data.truth.relevant(q)) >= 1 and q not in data.truth.relevant(q)
     assert data.users and data.short_users
     assert all(len(u.history) <= 2 for u in data.short_users)
     assert all(not set(u.truth) & set(u.history) for u in data.users)
 
 
-def test_registry_names_and_optional_methods() -> None:
-    assert "popularity" in methods.METHODS and "similar" in methods.METHODS
-    assert {f"complements --metric {m}" for m in methods.BEHAVIOUR_WEIGHTINGS} <= set(methods.METHODS)
+def test_registry_names() -> None:
     names = set(methods.available_methods())
-    from semassoc.ranking.engine import RelatedEngine
-
-    assert ("related --mode auto" in names) == hasattr(RelatedEngine, "related")
-    assert ("recommend" in methods.available_user_methods()) == hasattr(RelatedEngine, "recommend")
+    assert {"popularity", "similar", "related", "related-fusion", "hybrid-naive", "count x log-lift"} <= names
+    assert {f"complements --metric {m}" for m in methods.BEHAVIOUR_WEIGHTINGS} <= names
+    assert set(methods.BATCH_METHODS) <= names
+    assert "recommend" in methods.available_user_methods()
     with pytest.raises(InvalidInput, match="unknown method"):
-        runner._selected(runner.EvaluationConfig(methods=("nope",)))
+        runner.selected_methods(runner.EvaluationConfig(methods=("nope",)))
 
 
 # ------------------------------------------------------------------------------------------------------- end to end
@@ -220,16 +221,21 @@ def test_cli_evaluate_end_to_end(tmp_path: Path) -> None:
     assert out.with_suffix(".png").stat().st_size > 1000
     for key in ("config", "truth_definition", "metric_definitions", "query_sets", "data", "results", "timings"):
         assert key in report
-    assert report["query_sets"]["warm"] > 0 and report["query_sets"]["cold"] > 0
+    assert report["query_sets"]["established"] > 0 and report["query_sets"]["new"] > 0
+    assert report["query_sets"]["hidden"] > 0
     assert len(report["data"]["catalog_sha256"]) == 64 and len(report["data"]["events_sha256"]) == 64
     by = {(r["method"], r["query_set"]): r["metrics"] for r in report["results"]}
     for method in ("popularity", "similar", *(f"complements --metric {m}" for m in methods.BEHAVIOUR_WEIGHTINGS)):
-        assert (method, "warm") in by and (method, "cold") in by
+        assert all((method, s) in by for s in ("established", "new", "hidden"))
     for m in methods.BEHAVIOUR_WEIGHTINGS:
-        cold = by[(f"complements --metric {m}", "cold")]
-        assert all(v["mean"] == 0.0 for v in cold.values())  # behaviour alone knows nothing about cold products
-        assert by[(f"complements --metric {m}", "warm")]["ndcg@10"]["mean"] > 0
-    assert by[("similar", "cold")]["ndcg@10"]["mean"] > 0
+        for cold_set in ("new", "hidden"):  # behaviour alone knows nothing about products without training events
+            assert all(v["mean"] == 0.0 for v in by[(f"complements --metric {m}", cold_set)].values())
+        assert by[(f"complements --metric {m}", "established")]["ndcg@10"]["mean"] > 0
+    assert by[("similar", "new")]["ndcg@10"]["mean"] > 0
+    # paired differences against the default baseline (similar), in the report
+    paired = {(d["method"], d["query_set"], d["metric"]): d for d in report["paired"]}
+    assert paired[("popularity", "new", "ndcg@10")]["baseline"] == "similar"
+    assert paired[("popularity", "new", "ndcg@10")]["queries"] == report["query_sets"]["new"]
     assert ("text-profile", "users") in by
     # a re-run reuses the index: nothing is encoded again
     again = CliRunner().invoke(app, [*args[:-2], "--json", "--methods", "popularity,similar"])
@@ -262,4 +268,144 @@ def test_real_model_evaluation_is_fast_enough(tmp_path: Path) -> None:
     seconds = time.perf_counter() - started
     print(f"real-model evaluation on the example data: {seconds:.1f} s", report.timings)
     assert seconds < 120
-    assert report.score("similar", "cold", "ndcg@10").mean > report.score("popularity", "cold", "ndcg@10").mean
+    assert report.score("similar", "new", "ndcg@10").mean > report.score("popularity", "new", "ndcg@10").mean
+
+
+# ------------------------------------------------------------------------------- query sets, cuts, paired differences
+def _timed_events(tmp_path: Path, baskets: list[tuple[str, list[str]]]) -> Any:
+    """Events from (ISO day, products) baskets, one user per basket."""
+    path = tmp_path / "events.csv"
+    lines = ["basket_id,product_id,timestamp,user_id"]
+    for number, (day, products) in enumerate(baskets):
+        lines += [f"b{number},{p},{day}T10:00:00,u{number % 3}" for p in products]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return load_events(path)
+
+
+# Before 2024-03-01: a, b, c, d established (a-b bought together often, c-d too); e and f first appear after it.
+TIMED = [
+    *((f"2024-01-{d:02d}", ["a", "b"]) for d in range(1, 11)),
+    *((f"2024-02-{d:02d}", ["c", "d"]) for d in range(1, 11)),
+    *((f"2024-03-{d:02d}", ["a", "b"]) for d in range(1, 5)),
+    *((f"2024-03-{d:02d}", ["e", "f"]) for d in range(5, 10)),
+    *((f"2024-04-{d:02d}", ["c", "d"]) for d in range(1, 5)),
+    *((f"2024-04-{d:02d}", ["e", "f", "g"]) for d in range(5, 9)),
+    *((f"2024-04-{d:02d}", ["x", "y"]) for d in range(10, 20)),  # filler baskets: lift >= 2 needs a larger N
+]
+
+
+def test_products_first_seen_after_the_cut_are_new_never_established_or_hidden(tmp_path: Path) -> None:
+    events = _timed_events(tmp_path, TIMED)
+    catalog = {"a", "b", "c", "d", "e", "f", "g", "x", "y"}
+    config = runner.EvaluationConfig(
+        split_date=datetime(2024, 3, 1), cold_share=0.5, max_queries=None, users=False, truth=ev_truth.TruthConfig()
+    )
+    data = runner.prepare(catalog, events, config)
+    assert data.split.new_items == {"e", "f", "g", "x", "y"}
+    assert data.split.hidden_items <= {"a", "b", "c", "d"} and len(data.split.hidden_items) == 2
+    sets = data.products
+    assert set(sets.new) == {"e", "f", "g", "x", "y"}  # each has a relevant partner after the cut
+    assert not set(sets.new) & (set(sets.established) | set(sets.hidden))
+    assert set(sets.hidden) == data.split.hidden_items
+    assert set(sets.established) == {"a", "b", "c", "d"} - data.split.hidden_items
+    # products hidden are established ones: a product in 1..4 training baskets is never hidden
+    few = _timed_events(tmp_path, [("2024-01-01", ["z", "a"]), *TIMED])
+    hidden = splits.temporal_split(
+        few, split_date=datetime(2024, 3, 1), cold_share=0.99, eligible=catalog | {"z"}, hide_min_baskets=5
+    ).hidden_items
+    assert "z" not in hidden and hidden <= {"a", "b", "c", "d"}
+
+
+def test_cuts_have_their_own_training_sides_and_judged_windows(tmp_path: Path) -> None:
+    events = _timed_events(tmp_path, TIMED)
+    cuts = splits.resolve_cuts(events, [datetime(2024, 4, 1), 0.3, datetime(2024, 3, 1)])
+    assert cuts == sorted(cuts) and cuts[-1] == datetime(2024, 4, 1, tzinfo=timezone.utc)
+    ends = runner._judged_ends(cuts, None)
+    assert ends[:-1] == cuts[1:] and ends[-1] is None
+    assert runner._judged_ends(cuts, 7.0)[0] == cuts[0] + timedelta(days=7)
+    for cut, end in zip(cuts, ends, strict=True):
+        split = splits.temporal_split(events, split_date=cut, end=end)
+        naive_cut = np.datetime64(cut.replace(tzinfo=None), "us")
+        assert split.train.timestamp.max() < naive_cut  # no training event at or after its cut
+        assert split.test.timestamp.min() >= naive_cut
+        if end is not None:
+            assert split.test.timestamp.max() < np.datetime64(end.replace(tzinfo=None), "us")
+    with pytest.raises(InvalidInput, match="twice"):
+        splits.resolve_cuts(events, [datetime(2024, 3, 1), datetime(2024, 3, 1)])
+    with pytest.raises(InvalidInput, match="between 0 and 1"):
+        splits.resolve_cuts(events, [1.5])
+
+
+def test_paired_difference_and_pooling_by_hand() -> None:
+    d = metrics.paired_difference([0.5, 0.7, 0.9, 0.2], [0.4, 0.5, 0.9, 0.4])  # differences 0.1, 0.2, 0, -0.2
+    assert d.mean == pytest.approx(0.025)
+    sd = math.sqrt(((0.075**2) + (0.175**2) + (0.025**2) + (0.225**2)) / 3)
+    assert d.se == pytest.approx(sd / 2)
+    with pytest.raises(InvalidInput, match="same queries"):
+        metrics.paired_difference([0.1], [0.1, 0.2])
+    from semassoc.evaluation.report import MethodScores
+
+    def row(method: str, cut: str, values: list[float]) -> MethodScores:
+        ids = [f"q{i}" for i in range(len(values))]
+        return MethodScores(method, "new", len(values), {"ndcg@10": metrics.summarise(values)}, 1.0, cut,
+                            {"ndcg@10": values}, ids)  # fmt: skip
+
+    rows = [row("m", "c1", [1.0, 0.0]), row("b", "c1", [0.5, 0.5]), row("m", "c2", [1.0]), row("b", "c2", [0.0])]
+    pooled = {r.method: r for r in runner.pool_cuts(rows)}
+    assert pooled["m"].metrics["ndcg@10"].mean == pytest.approx(2 / 3) and pooled["m"].queries == 3
+    assert pooled["m"].metrics["ndcg@10"].se == pytest.approx(metrics.standard_error([1.0, 0.0, 1.0]))
+    paired = runner.paired_differences([*rows, *pooled.values()], ["b"], ["ndcg@10"])
+    by_cut = {p.cut: p.difference for p in paired}
+    assert by_cut["c1"].mean == pytest.approx(0.0) and by_cut["c2"].mean == pytest.approx(1.0)
+    assert by_cut["pooled"].mean == pytest.approx((0.5 - 0.5 + 1.0) / 3)  # differences 0.5, -0.5, 1.0
+    assert by_cut["pooled"].se == pytest.approx(metrics.standard_error([0.5, -0.5, 1.0]))
+
+
+def test_hybrid_naive_known_answer() -> None:
+    # no behaviour (a new product): the text order alone
+    assert methods.hybrid_naive({"a": 0.9, "b": 0.7, "c": 0.5}, {}, 0) == pytest.approx({"a": 1.0, "b": 0.5, "c": 0.0})
+    # n = 60 baskets: weight 60/80 = 0.75 on behaviour
+    mixed = methods.hybrid_naive({"a": 0.9, "b": 0.5}, {"b": 8.0, "c": 4.0, "d": 0.0}, 60)
+    assert mixed == pytest.approx({"a": 0.25, "b": 0.75, "c": 0.375, "d": 0.0})
+
+
+def test_evaluate_with_cuts_end_to_end(tmp_path: Path) -> None:
+    """Three cuts on the example data (a lexical encoder): per-cut rows, pooled rows over every cut's queries, paired
+    differences, hybrid-naive equal to similar on new products (no behaviour), related-fusion equal to related
+    without a fitted ranker."""
+    report = runner.evaluate(
+        CATALOG,
+        INVOICES,
+        options=LoadOptions(filters=EventFilters.online_retail()),
+        workspace=tmp_path / "ws",
+        model="hashing:64",
+        config=runner.EvaluationConfig(
+            cuts=(0.6, 0.7, 0.8),
+            methods=("similar", "popularity", "hybrid-naive", "related", "related-fusion", "count x log-lift"),
+            users=False,
+            max_queries=60,
+            ks=(10,),
+            fit=False,
+        ),
+        out=tmp_path / "report.json",
+    )
+    assert len(report.cuts) == 3 and report.summary_cut == "pooled"
+    assert [c["judged_until"] for c in report.cuts][:2] == [c["cut"] for c in report.cuts][1:]
+    assert all(c["train_baskets"] < d["train_baskets"] for c, d in zip(report.cuts[:-1], report.cuts[1:], strict=True))
+    for query_set in ("established", "new"):
+        per_cut = [r for r in report.results if r.method == "similar" and r.query_set == query_set]
+        pooled = next(r for r in per_cut if r.cut == "pooled")
+        cut_rows = [r for r in per_cut if r.cut != "pooled"]
+        assert pooled.queries == sum(r.queries for r in cut_rows) == report.query_sets[query_set]
+        assert pooled.metrics["ndcg@10"].mean == pytest.approx(
+            sum(r.metrics["ndcg@10"].mean * r.queries for r in cut_rows) / pooled.queries
+        )
+    new_similar = report.score("similar", "new", "ndcg@10")
+    # no behaviour: hybrid-naive is the text order (ties of the lexical encoder may break differently)
+    assert report.score("hybrid-naive", "new", "ndcg@10").mean == pytest.approx(new_similar.mean, abs=0.005)
+    assert report.difference("hybrid-naive", "similar", "new", "ndcg@10").mean == pytest.approx(0.0, abs=0.005)
+    assert report.score("related-fusion", "established", "ndcg@10") == report.score("related", "established", "ndcg@10")
+    assert report.score("count x log-lift", "new", "ndcg@10").mean == 0.0
+    written = json.loads((tmp_path / "report.json").read_text())
+    assert {d["cut"] for d in written["paired"]} == {*(c["cut"] for c in report.cuts), "pooled"}
+    assert (tmp_path / "report.png").stat().st_size > 1000

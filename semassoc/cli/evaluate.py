@@ -1,7 +1,8 @@
-"""``evaluate``: every method on a temporal split, warm vs cold products."""
+"""``evaluate``: every method at one or several temporal cuts; established, new and hidden products kept apart."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -30,7 +31,7 @@ from semassoc.cli.options import (
     load_options,
 )
 from semassoc.cli.output import safe
-from semassoc.errors import InvalidInput
+from semassoc.errors import InvalidInput, NotFound
 
 
 def _metric_cell(value: Any) -> str:
@@ -50,10 +51,31 @@ def evaluate(
     split_fraction: Annotated[
         float, typer.Option("--split-fraction", min=0.0, max=1.0, help="Cut at this share of the time range.")
     ] = 0.8,
+    cuts: Annotated[
+        str | None,
+        typer.Option(
+            "--cuts",
+            help="Several cuts (rolling origin), comma-separated ISO dates or fractions of the time range; each is "
+            "judged up to the next (the last to the end, or --window) and the report pools them.",
+        ),
+    ] = None,
+    window: Annotated[
+        float | None, typer.Option("--window", min=0.0, help="Days judged after each cut [default: to the next cut].")
+    ] = None,
+    baseline: Annotated[
+        str,
+        typer.Option("--baseline", help="Paired per-query differences against these methods, comma-separated."),
+    ] = "similar",
+    no_fit: Annotated[
+        bool, typer.Option("--no-fit", help="Do not fit the ranker per cut: `related` uses the hand-set fusion.")
+    ] = False,
     cold_share: Annotated[
         float,
         typer.Option(
-            "--cold-share", min=0.0, max=1.0, help="Also hide all training events of this share of warm products."
+            "--cold-share",
+            min=0.0,
+            max=1.0,
+            help="Also hide all training events of this share of established products (the 'hidden' set).",
         ),
     ] = 0.0,
     seed: Annotated[int, typer.Option("--seed", help="Seed of --cold-share and of query samples.")] = 0,
@@ -68,7 +90,7 @@ def evaluate(
         int, typer.Option("--max-basket-size", min=2, help="Largest judged basket counted (--truth lift).")
     ] = 50,
     warm_min_baskets: Annotated[
-        int, typer.Option("--warm-min-baskets", min=1, help="Training baskets a warm query product needs.")
+        int, typer.Option("--warm-min-baskets", min=1, help="Training baskets an established query product needs.")
     ] = 5,
     min_relevant: Annotated[int, typer.Option("--min-relevant", min=1, help="Relevant products a query needs.")] = 1,
     ks: Annotated[str, typer.Option("--k", "-k", help="Cut-offs, comma-separated.")] = "10,50",
@@ -109,13 +131,12 @@ def evaluate(
     on_error: OnError = OnErrorChoice.strict,
     as_json: Annotated[bool, typer.Option("--json", help="Print the JSON report instead of tables.")] = False,
 ) -> None:
-    """Evaluate every method (baselines, text, behaviour, fused) on a temporal split, warm vs cold products.
+    """Evaluate every method (baselines, text, behaviour, fused, fitted) at temporal cuts, per query set:
+    established products, truly new products, established products with hidden events, users.
 
     Example: semassoc evaluate examples/online_retail/catalog.csv examples/online_retail/invoices.parquet
     --preset online-retail --out report.json
     """
-    from datetime import datetime
-
     from semassoc.evaluation.runner import EvaluationConfig
     from semassoc.evaluation.truth import TruthConfig
 
@@ -139,8 +160,9 @@ def evaluate(
     try:
         cut = datetime.fromisoformat(split_date) if split_date else None
         cutoffs = tuple(int(k) for k in ks.split(",") if k.strip())
+        cut_list = tuple(_cut(c.strip()) for c in cuts.split(",") if c.strip()) if cuts else None
     except ValueError as exc:
-        raise InvalidInput(f"--split-date/--k: {exc}") from None
+        raise InvalidInput(f"--split-date/--cuts/--k: {exc}") from None
     config = EvaluationConfig(
         split_date=cut,
         split_fraction=split_fraction,
@@ -157,6 +179,10 @@ def evaluate(
         max_queries=None if all_queries else max_queries,
         max_users=None if all_queries else max_users,
         chart_metric=chart_metric,
+        cuts=cut_list,
+        window_days=window,
+        baselines=tuple(b.strip() for b in baseline.split(",") if b.strip()),
+        fit=not no_fit,
     )
     columns = CatalogColumns(id_column, title_column, None, category_column)
 
@@ -178,27 +204,66 @@ def evaluate(
     if as_json:
         output.json_line(report.to_dict())
         return
-    sizes = ", ".join(f"{name} {n}" for name, n in report.query_sets.items())
     output.say(f"[bold]truth:[/] {safe(report.truth_definition)}")
-    output.say(
-        f"cut {report.data['cut']}: {report.data['train_baskets']} training baskets, {report.data['test_baskets']} "
-        f"judged; queries: {safe(sizes)}"
-    )
-    for query_set in report.query_sets:
-        rows = [r for r in report.results if r.query_set == query_set]
-        for k in config.ks if rows else ():
-            names = [n for n in rows[0].metrics if n.endswith(f"@{k}")]
-            output.table(
-                f"{query_set} queries ({rows[0].queries}), K = {k}",
-                [
-                    ("method", {}),
-                    *((name.split("@")[0], {"justify": "right"}) for name in names),
-                    ("s", {"justify": "right", "style": "dim"}),
-                ],
-                ((r.method, *(_metric_cell(r.metrics[n]) for n in names), f"{r.seconds:.1f}") for r in rows),
-            )
+    for c in report.cuts:
+        sizes = ", ".join(f"{name} {n}" for name, n in c["query_sets"].items())
+        ranker = c.get("ranker")
+        fitted = (
+            "" if ranker is None else ("; ranker fitted" if ranker.get("saved") else "; no ranker (hand-set fusion)")
+        )
+        output.say(
+            f"cut {c['cut']}"
+            + (f" to {c['judged_until']}" if c["judged_until"] else "")
+            + f": {c['train_baskets']} training baskets, {c['test_baskets']} judged; queries: {safe(sizes)}{fitted}"
+        )
+    base = report.config["baselines"][0] if report.config["baselines"] else None
+    cuts_shown = list(dict.fromkeys(r.cut for r in report.results))
+    for cut_label in cuts_shown:
+        summary = cut_label == report.summary_cut
+        for query_set in report.query_sets:
+            rows = [r for r in report.results if r.query_set == query_set and r.cut == cut_label]
+            for k in (config.ks if summary else config.ks[:1]) if rows else ():
+                names = [n for n in rows[0].metrics if n.endswith(f"@{k}")]
+                paired = [m for m in ("ndcg", "recall") if f"{m}@{k}" in rows[0].values] if base else []
+                where = "pooled over cuts" if cut_label == "pooled" else f"cut {cut_label}"
+                output.table(
+                    f"{query_set} queries ({rows[0].queries}), K = {k}, {where}",
+                    [
+                        ("method", {}),
+                        *((name.split("@")[0], {"justify": "right"}) for name in names),
+                        *((f"Δ{m} vs {base}", {"justify": "right"}) for m in paired),
+                        ("s", {"justify": "right", "style": "dim"}),
+                    ],
+                    (
+                        (
+                            safe(r.method),
+                            *(_metric_cell(r.metrics[n]) for n in names),
+                            *(_difference(report, r, base, f"{m}@{k}") for m in paired),
+                            f"{r.seconds:.1f}",
+                        )
+                        for r in rows
+                    ),
+                )
     for note in report.notes:
         output.note(f"[yellow]note:[/] {safe(note)}")
     output.say(f"in {report.timings['total']:.1f} s")
     if report.outputs:
         output.say(f"wrote {safe(', '.join(report.outputs.values()))}")
+
+
+def _cut(text: str) -> datetime | float:
+    """One --cuts entry: a fraction of the time range (0.8) or an ISO date."""
+    try:
+        return float(text)
+    except ValueError:
+        return datetime.fromisoformat(text)
+
+
+def _difference(report: Any, row: Any, baseline: str, metric: str) -> str:
+    if row.method == baseline:
+        return "baseline"
+    try:
+        d = report.difference(row.method, baseline, row.query_set, metric, row.cut)
+    except NotFound:
+        return ""
+    return f"{d.mean:+.3f}" + ("" if d.se is None else f" ±{d.se:.3f}")

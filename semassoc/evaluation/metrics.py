@@ -109,6 +109,77 @@ QUERY_METRICS: Mapping[str, Callable[[Sequence[str], Mapping[str, float], int], 
 }
 
 
+def per_query_scores(
+    lists: Sequence[Sequence[str]],
+    truths: Sequence[Mapping[str, float]],
+    ks: Sequence[int],
+    *,
+    exclude: Sequence[Collection[str]] | None = None,
+    catalog: Collection[str] | None = None,
+) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """Each query's value of every metric at every cut-off (``{"ndcg@10": [one value per query], ...}``), and the
+    coverage of all lists at each cut-off (``{"coverage@10": share}``; empty without ``catalog``).
+
+    Lists are cleaned as :func:`score_lists` describes. Keeping the values per query is what makes pooling over
+    cuts and paired differences between methods possible (:func:`paired_difference`).
+    """
+    if len(lists) != len(truths) or (exclude is not None and len(exclude) != len(lists)):
+        raise InvalidInput("score_lists: lists, truths and exclude must have one entry per query")
+    if not ks or any(k < 1 for k in ks):
+        raise InvalidInput(f"cut-offs must be integers >= 1, not {list(ks)}")
+    cleaned: list[list[str]] = []
+    graded: list[dict[str, float]] = []
+    for i, (ranked, truth) in enumerate(zip(lists, truths, strict=True)):
+        skip = set(exclude[i]) if exclude is not None else set()
+        seen: set[str] = set()
+        keep = []
+        for p in ranked:
+            if p in skip or p in seen or (catalog is not None and p not in catalog):
+                continue
+            seen.add(p)
+            keep.append(p)
+        cleaned.append(keep)
+        graded.append({p: float(g) for p, g in truth.items() if p not in skip and g > 0})
+    values: dict[str, list[float]] = {}
+    coverage: dict[str, float] = {}
+    for k in ks:
+        for name, fn in QUERY_METRICS.items():
+            values[f"{name}@{k}"] = [fn(ranked, grades, k) for ranked, grades in zip(cleaned, graded, strict=True)]
+        if catalog is not None:
+            coverage[f"coverage@{k}"] = catalog_coverage(cleaned, len(catalog), k)
+    return values, coverage
+
+
+def summarise(values: Sequence[float]) -> MetricValue:
+    """Mean over queries and its standard error (mean 0 over no queries).
+
+    Example:
+        >>> str(summarise([0.0, 1.0, 0.0, 1.0]))
+        '0.5000 ± 0.2887'
+    """
+    return MetricValue(float(np.mean(values)) if len(values) else 0.0, standard_error(values))
+
+
+def paired_difference(values: Sequence[float], baseline: Sequence[float]) -> MetricValue:
+    """Mean of the per-query differences ``values[i] - baseline[i]`` and the standard error of that mean.
+
+    Both methods are judged on the same queries, so the query-to-query spread cancels out: the standard error of
+    the difference is usually far smaller than either method's own.
+
+    Example:
+        >>> d = paired_difference([0.5, 0.7, 0.9], [0.4, 0.5, 0.9])  # differences 0.1, 0.2, 0.0
+        >>> round(d.mean, 4), round(d.se, 4)  # sd(0.1, 0.2, 0) = 0.1; 0.1 / sqrt(3)
+        (0.1, 0.0577)
+
+    Raises:
+        InvalidInput: the two lists are not over the same number of queries.
+    """
+    if len(values) != len(baseline):
+        raise InvalidInput(f"paired difference needs the same queries: {len(values)} values vs {len(baseline)}")
+    diff = np.asarray(values, dtype=np.float64) - np.asarray(baseline, dtype=np.float64)
+    return summarise(diff.tolist())
+
+
 def score_lists(
     lists: Sequence[Sequence[str]],
     truths: Sequence[Mapping[str, float]],
@@ -135,28 +206,11 @@ def score_lists(
         >>> s["recall@1"].mean, s["hit_rate@1"].mean
         (1.0, 1.0)
     """
-    if len(lists) != len(truths) or (exclude is not None and len(exclude) != len(lists)):
-        raise InvalidInput("score_lists: lists, truths and exclude must have one entry per query")
-    if not ks or any(k < 1 for k in ks):
-        raise InvalidInput(f"cut-offs must be integers >= 1, not {list(ks)}")
-    cleaned: list[list[str]] = []
-    graded: list[dict[str, float]] = []
-    for i, (ranked, truth) in enumerate(zip(lists, truths, strict=True)):
-        skip = set(exclude[i]) if exclude is not None else set()
-        seen: set[str] = set()
-        keep = []
-        for p in ranked:
-            if p in skip or p in seen or (catalog is not None and p not in catalog):
-                continue
-            seen.add(p)
-            keep.append(p)
-        cleaned.append(keep)
-        graded.append({p: float(g) for p, g in truth.items() if p not in skip and g > 0})
+    values, coverage = per_query_scores(lists, truths, ks, exclude=exclude, catalog=catalog)
     out: dict[str, MetricValue] = {}
     for k in ks:
-        for name, fn in QUERY_METRICS.items():
-            values = [fn(ranked, grades, k) for ranked, grades in zip(cleaned, graded, strict=True)]
-            out[f"{name}@{k}"] = MetricValue(float(np.mean(values)) if values else 0.0, standard_error(values))
-        if catalog is not None:
-            out[f"coverage@{k}"] = MetricValue(catalog_coverage(cleaned, len(catalog), k))
+        for name in QUERY_METRICS:
+            out[f"{name}@{k}"] = summarise(values[f"{name}@{k}"])
+        if f"coverage@{k}" in coverage:
+            out[f"coverage@{k}"] = MetricValue(coverage[f"coverage@{k}"])
     return out

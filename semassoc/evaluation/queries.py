@@ -15,13 +15,29 @@ from semassoc.evaluation.truth import Truth
 # ====================================================================================================== query sets
 
 
+#: The product query sets, in report order.
+PRODUCT_SETS = ("established", "new", "hidden")
+
+
 @dataclass(frozen=True)
 class ProductQuerySets:
-    """Warm and cold query products, and how many candidates each rule left out."""
+    """Query products, kept apart by what is known about them at the cut, and how many candidates each rule left out.
 
-    warm: list[str]
-    cold: list[str]
+    Attributes:
+        established: products in at least ``warm_min_baskets`` training baskets.
+        new: products truly new: first seen after the cut (no event before it at all).
+        hidden: established products whose training events were hidden (``--cold-share``): a simulation of cold
+            start whose partners are mostly established products, so never reported together with ``new``.
+    """
+
+    established: list[str]
+    new: list[str]
+    hidden: list[str] = field(default_factory=list)
     excluded: dict[str, int] = field(default_factory=dict)
+
+    def by_name(self) -> dict[str, list[str]]:
+        """``{"established": [...], "new": [...], "hidden": [...]}``."""
+        return {"established": self.established, "new": self.new, "hidden": self.hidden}
 
 
 def _sample(ids: list[str], limit: int | None, seed: int) -> list[str]:
@@ -42,14 +58,15 @@ def product_query_sets(
     seed: int = 0,
 ) -> ProductQuerySets:
     """Query products: catalog products with >= ``min_relevant`` relevant products in the truth (itself excluded),
-    and either >= ``warm_min_baskets`` training baskets (warm) or none at all (cold).
+    put in exactly one set: ``new`` (first seen after the cut), ``hidden`` (events hidden by the split), or
+    ``established`` (>= ``warm_min_baskets`` training baskets); products in 1 to ``warm_min_baskets - 1`` training
+    baskets are in none.
 
     ``max_queries`` keeps a seeded random sample of each set.
     """
     train_matrix, _ = basket_item_matrix(split.train)
     train_counts = dict(zip(split.train.item_ids.tolist(), np.asarray(train_matrix.sum(axis=0)).ravel(), strict=True))
-    warm: list[str] = []
-    cold: list[str] = []
+    sets: dict[str, list[str]] = {name: [] for name in PRODUCT_SETS}
     excluded: dict[str, int] = defaultdict(int)
     catalog_set = set(catalog)
     relevant_per_row = np.diff(truth.grades.indptr)
@@ -61,13 +78,20 @@ def product_query_sets(
             excluded[f"fewer than {min_relevant} relevant products"] += 1
             continue
         baskets = int(train_counts.get(pid, 0))
-        if baskets == 0:
-            cold.append(pid)
+        if pid in split.new_items:
+            sets["new"].append(pid)
+        elif pid in split.hidden_items:
+            sets["hidden"].append(pid)
         elif baskets >= warm_min_baskets:
-            warm.append(pid)
+            sets["established"].append(pid)
         else:
-            excluded[f"1 to {warm_min_baskets - 1} training baskets (neither warm nor cold)"] += 1
-    return ProductQuerySets(_sample(warm, max_queries, seed), _sample(cold, max_queries, seed + 1), dict(excluded))
+            excluded[f"1 to {warm_min_baskets - 1} training baskets (neither established nor new)"] += 1
+    return ProductQuerySets(
+        _sample(sets["established"], max_queries, seed),
+        _sample(sets["new"], max_queries, seed + 1),
+        _sample(sets["hidden"], max_queries, seed + 2),
+        dict(excluded),
+    )
 
 
 @dataclass(frozen=True)
