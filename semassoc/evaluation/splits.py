@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 import numpy as np
 
 from semassoc.behaviour.events import Events
-from semassoc.behaviour.stats import basket_item_matrix
+from semassoc.behaviour.cooccurrence import basket_item_matrix
 from semassoc.errors import InvalidInput
 
 # ============================================================================================================ split
