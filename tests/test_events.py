@@ -75,7 +75,7 @@ def test_default_filters_drop_only_nonpositive_quantity(tmp_path: Path) -> None:
     assert events.filtered == {"quantity <= 0": 1}
     assert "C1003" in events.basket_ids.tolist()
     assert "POST" in events.item_ids.tolist()
-    assert load_events(tmp_path / "retail.csv", filters=EventFilters.none()).filtered == {}
+    assert load_events(tmp_path / "retail.csv", filters=EventFilters(drop_nonpositive_quantity=False)).filtered == {}
 
 
 def test_jsonl_sessions_cut_by_inactivity_gap(tmp_path: Path) -> None:

@@ -2,11 +2,13 @@
 
 import math
 
+import numpy as np
 import pytest
 
 from semassoc.errors import InvalidInput
 from semassoc.ranking.fusion import (
     FusionWeights,
+    association_scores,
     clip_unit,
     evidence_confidence,
     fuse,
@@ -14,7 +16,6 @@ from semassoc.ranking.fusion import (
     popularity_prior,
     ranks,
     reciprocal_rank_fusion,
-    shrunk_lift,
     weighted_sum,
 )
 
@@ -42,9 +43,12 @@ def test_evidence_shrinkage_and_popularity():
     assert evidence_confidence(0, 20) == 0.0
     assert evidence_confidence(20, 20) == 0.5
     assert evidence_confidence(60, 20) == 0.75
-    assert shrunk_lift(10, math.e, 10) == pytest.approx(0.5)
-    assert shrunk_lift(100, 0.5, 10) == 0.0  # below chance: no association
-    assert shrunk_lift(2, 20.0, 10) < shrunk_lift(200, 5.0, 10)  # evidence beats a lucky rare pair
+    # the lift association: log-lift shrunk by the pair count, log(lift) * pair / (pair + shrink)
+    lift = association_scores("lift", np.array([10, 1]), 10, np.array([25, 50]), 100, 10.0)  # lifts 4 and 0.2
+    assert lift[0] == pytest.approx(math.log(4) / 2) and lift[1] == 0.0  # below chance: no association
+    lucky = association_scores("lift", np.array([2]), 2, np.array([2]), 100, 10.0)[0]  # lift 50 from 2 baskets
+    steady = association_scores("lift", np.array([50]), 100, np.array([100]), 1000, 10.0)[0]  # lift 5 from 50
+    assert lucky < steady  # evidence beats a lucky rare pair
     assert popularity_prior(0, 100) == 0.0 and popularity_prior(100, 100) == 1.0
 
 

@@ -199,11 +199,6 @@ class EventFilters:
             excluded_item_pattern=ONLINE_RETAIL_EXCLUDED_PATTERN,
         )
 
-    @classmethod
-    def none(cls) -> EventFilters:
-        """Keep every valid row."""
-        return cls(drop_nonpositive_quantity=False)
-
 
 @dataclass(frozen=True)
 class LoadOptions:

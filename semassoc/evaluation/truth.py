@@ -9,6 +9,7 @@ from typing import Literal
 import numpy as np
 import scipy.sparse as sp
 
+from semassoc.behaviour import weightings
 from semassoc.behaviour.cooccurrence import basket_item_matrix, pair_counts
 from semassoc.behaviour.events import Events
 from semassoc.errors import InvalidInput
@@ -106,7 +107,7 @@ def build_truth(judged: Events, config: TruthConfig | None = None, catalog: Coll
     pair = pairs.data.astype(np.float64)
     keep = pair >= config.min_count
     if config.kind == "lift" and n:
-        lift = pair * n / (counts[pairs.row].astype(np.float64) * counts[pairs.col])
+        lift = weightings.lift(pair, counts[pairs.row], counts[pairs.col], n)
         keep &= lift >= config.min_lift
     if catalog is not None:
         in_catalog = np.isin(judged.item_ids, np.array(sorted(catalog), dtype=object))

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from semassoc.behaviour import weightings
 from semassoc.behaviour.stats import BehaviourStats, Neighbour
 from semassoc.behaviour.users import HistoryItem, UserHistories
 from semassoc.behaviour.weightings import METRICS
@@ -384,7 +385,7 @@ class RelatedEngine:
         if codes.size == 0:
             return codes, np.zeros(0), pair, np.zeros(0)
         left, baskets = stats.item_count(product_id), stats.info().baskets
-        lift = pair * baskets / (left * right.astype(np.float64))
+        lift = weightings.lift(pair, left, right, baskets)
         score = association_scores(weights.association, pair, left, right, baskets, weights.shrink)
         keep = score > 0
         return codes[keep], score[keep], pair[keep], lift[keep]

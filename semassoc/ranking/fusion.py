@@ -13,6 +13,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+from semassoc.behaviour import weightings
 from semassoc.errors import InvalidInput
 
 Signal = Mapping[str, float]
@@ -104,21 +105,6 @@ def evidence_confidence(baskets: int, half_point: float) -> float:
     return baskets / (baskets + half_point) if baskets > 0 else 0.0
 
 
-def shrunk_lift(count: float, lift: float, shrink: float) -> float:
-    """Log-lift shrunk towards 0 for pairs seen few times: ``log(lift) * count / (count + shrink)`` (0 when lift <= 1).
-
-    Lift alone ranks pairs seen twice among rare products above pairs seen a hundred times; the shrinkage keeps the
-    strength of the association and asks for evidence before believing it.
-
-    Example:
-        >>> round(shrunk_lift(10, math.e, 10), 3), shrunk_lift(50, 0.8, 10)
-        (0.5, 0.0)
-    """
-    if lift <= 1 or count <= 0:
-        return 0.0
-    return math.log(lift) * count / (count + shrink)
-
-
 def popularity_prior(baskets: int, most: int) -> float:
     """Popularity on a log scale in [0, 1]: ``log1p(baskets) / log1p(most)``."""
     if most <= 0 or baskets <= 0:
@@ -141,17 +127,16 @@ def association_scores(
     """
     pair = pair.astype(np.float64)
     right = right.astype(np.float64)
-    lift = pair * baskets / (left * right)
+    lift = weightings.lift(pair, left, right, baskets)
     above = lift > 1
     if association == "count":
         score = pair
-    elif association == "lift":
+    elif association == "lift":  # log-lift shrunk towards 0 for pairs seen few times
         score = np.log(np.maximum(lift, 1.0)) * pair / (pair + shrink)
     elif association == "npmi":
-        joint = pair / baskets
-        score = np.log(np.maximum(lift, 1e-300)) / -np.log(np.maximum(joint, 1e-300))
+        score = weightings.npmi(pair, left, right, baskets)
     elif association == "cosine":
-        score = pair / np.sqrt(left * right)
+        score = weightings.cosine(pair, left, right, baskets)
     else:
         raise InvalidInput(f"association must be one of {', '.join(ASSOCIATIONS)}, not {association!r}")
     return np.where(above, score, 0.0)
