@@ -8,8 +8,8 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from semassoc.behaviour.events import Events
 from semassoc.behaviour.cooccurrence import basket_item_matrix
+from semassoc.behaviour.events import Events
 from semassoc.errors import InvalidInput
 
 # ============================================================================================================ split
