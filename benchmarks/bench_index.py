@@ -567,6 +567,7 @@ def profile_index_memory(tmp: Path, big: common.InstacartCatalog) -> dict[str, s
 import resource, tracemalloc
 import numpy as np
 import semassoc.api as A
+import semassoc.text.indexing as indexing
 
 class RandomEncoder:
     id, dim, max_seq_length = "random:384", 384, 256
@@ -575,11 +576,11 @@ class RandomEncoder:
         return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 seen = {{}}
-close = A.VectorCache.close
+close = indexing.VectorCache.close
 def snapshot(self):
     seen["snap"], seen["mem"] = tracemalloc.take_snapshot(), tracemalloc.get_traced_memory()
     return close(self)
-A.VectorCache.close = snapshot
+indexing.VectorCache.close = snapshot
 tracemalloc.start(1)
 A.index_catalog({str(big.path)!r}, workspace={str(tmp / "ws_profile_mem")!r}, encoder=RandomEncoder())
 print(f"peak RSS without the model {{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6:.2f}} GB "

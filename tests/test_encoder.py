@@ -5,12 +5,11 @@ import numpy as np
 import pytest
 
 from semassoc.errors import InvalidInput
+from semassoc.text.cache import VectorCache, encode_with_cache
 from semassoc.text.encoder import (
     DEFAULT_MODEL,
     HashingEncoder,
     LazyEncoder,
-    VectorCache,
-    encode_with_cache,
     load_encoder,
     read_max_seq_length,
     resolve_model,
