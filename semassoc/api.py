@@ -166,12 +166,12 @@ def search(
     check_k(k)
     if not query.strip():
         raise InvalidInput("the search text is empty")
+    if encoder is None and model is not None:
+        encoder = LazyEncoder(model)
     with Workspace.open(workspace, qdrant_url=qdrant_url, store_client=store_client) as ws:
-        if encoder is None:
-            encoder = LazyEncoder(model or ws.manifest.encoder_model)
-        ws.check_encoder(encoder.id)
+        engine = RelatedEngine(ws, encoder)  # no encoder given: the workspace's, loaded on first use
         text = PromptSet.load(ws.manifest.prompts_dir).render_query(query, ws.manifest.max_seq_length)
-        vector = encoder.encode([text])[0]
+        vector = engine.encode_text([text])[0]
         hits = ws.store.search(vector, limit=k, filter=filter, exact=exact)
     return [text_item(h, f"matches the query (text {h.score:.2f})") for h in hits]
 

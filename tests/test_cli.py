@@ -62,6 +62,9 @@ def test_search_remove_info(indexed):
     info = json.loads(run("info", "-w", str(indexed), "--json").stdout)
     assert (info["products"], info["encoder_id"], info["store"]) == (6, "hashing:256", "embedded")
     assert "hashing:256" in run("info", "-w", str(indexed)).output
+    # --qdrant-url reaches the workspace for search as for every other command: an embedded one refuses it
+    refused = run("search", "candle", "-w", str(indexed), "--qdrant-url", "http://127.0.0.1:9", code=2).output
+    assert "embedded store" in refused
 
 
 def test_unknown_product_is_one_line_exit_1(indexed):

@@ -80,5 +80,6 @@ def search(
         model=model,
         filter=product_filter(category, brand, min_price, max_price, in_stock, exclude),
         exact=exact,
+        qdrant_url=qdrant_url,
     )
     output.items(items, as_json, f"search: {text}")
