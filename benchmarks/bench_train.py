@@ -106,7 +106,8 @@ def main() -> None:
 
     model_dir = ws_base / "models" / args.model_name
     if not args.skip_train:
-        from semassoc.training.trainer import TrainConfig, train_encoder
+        from semassoc.training.pairs import TrainConfig
+        from semassoc.training.trainer import train_encoder
 
         overrides = {
             "time_budget_minutes": args.time_budget,

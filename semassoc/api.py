@@ -35,7 +35,9 @@ if TYPE_CHECKING:  # the events reader and the rule miner load pyarrow/pyfim: im
     from semassoc.behaviour.rules import Rule
     from semassoc.evaluation.report import EvaluationReport
     from semassoc.evaluation.runner import EvaluationConfig
-    from semassoc.training.trainer import TrainConfig, TrainProgress, TrainReport
+    from semassoc.training.loop import TrainProgress
+    from semassoc.training.pairs import TrainConfig
+    from semassoc.training.trainer import TrainReport
 
 
 def index_catalog(

@@ -11,8 +11,10 @@ import pytest
 from semassoc import api
 from semassoc.behaviour.stats import BehaviourStats
 from semassoc.errors import InvalidInput, NotFound
+from semassoc.ranking.variants import base_code, variant_reason
 from semassoc.text.encoder import DEFAULT_MODEL, HashingEncoder, load_encoder
-from semassoc.training.trainer import TrainConfig, base_code, build_pairs, train_encoder, variant_reason
+from semassoc.training.pairs import TrainConfig, build_pairs
+from semassoc.training.trainer import train_encoder
 
 # Twelve products in six complementary couples, each couple bought together in exactly three baskets of two.
 COUPLES = [

@@ -55,7 +55,7 @@ def train(
 
     Example: semassoc train --name copurchase && semassoc index catalog.csv --model .semassoc/models/copurchase
     """
-    from semassoc.training.trainer import TrainConfig
+    from semassoc.training.pairs import TrainConfig
 
     config = TrainConfig(
         min_count=min_count,

@@ -7,7 +7,6 @@ run many queries without reopening anything; :mod:`semassoc.api` opens a workspa
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +27,7 @@ from semassoc.ranking.fusion import (
     max_normalise,
     popularity_prior,
 )
+from semassoc.ranking.variants import variant_group
 from semassoc.results import ScoredItem, public_attributes
 from semassoc.store.base import Hit, ProductFilter
 from semassoc.text.encoder import Encoder, LazyEncoder
@@ -70,18 +70,6 @@ MODES = ("auto", "substitutes", "complements")
 _SCORES_CACHE_SIZE = 4096
 #: Text similarity at or above which a candidate counts as a near-duplicate of the query (not a complement).
 NEAR_DUPLICATE = 0.9
-_TRAILING_LETTERS = re.compile(r"[A-Za-z]+$")
-
-
-def variant_group(product_id: str, payload: dict[str, Any] | None, collapse: str) -> str:
-    """The variant group of a product: ``base-code`` strips trailing letters from the id (85123A -> 85123, the
-    Online Retail convention); any other value names a catalog column holding the group."""
-    if collapse == "base-code":
-        return _TRAILING_LETTERS.sub("", product_id) or product_id
-    value = (payload or {}).get(collapse)
-    if value is None:
-        value = ((payload or {}).get("attributes") or {}).get(collapse)
-    return str(value) if value not in (None, "") else product_id
 
 
 @dataclass
