@@ -79,7 +79,7 @@ def variant_group(product_id: str, payload: dict[str, Any] | None, collapse: str
     """The variant group of a product: ``base-code`` is :func:`base_code` of the id (85123A -> 85123, the Online
     Retail convention); any other value names a catalog column holding the group."""
     if collapse == "base-code":
-        return _TRAILING_LETTERS.sub("", product_id) or product_id
+        return base_code(product_id)
     value = (payload or {}).get(collapse)
     if value is None:
         value = ((payload or {}).get("attributes") or {}).get(collapse)

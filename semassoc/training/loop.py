@@ -19,6 +19,7 @@ import numpy as np
 
 from semassoc.behaviour.stats import BehaviourStats
 from semassoc.errors import InvalidInput
+from semassoc.evaluation.metrics import recall_at_k
 from semassoc.ranking.variants import base_code, colourless
 from semassoc.text.encoder import resolve_model
 from semassoc.training.pairs import PairSet, TrainConfig, TrainPair
@@ -249,9 +250,9 @@ class FineTuner:
             sims = vectors[[position[q] for q in self.val_queries]] @ vectors.T
             for row, query in enumerate(self.val_queries):
                 sims[row, position[query]] = -np.inf
-            top = np.argpartition(-sims, kth=min(10, sims.shape[1] - 1), axis=1)[:, :10]
+            top = np.argpartition(-sims, kth=min(10, sims.shape[1] - 1), axis=1)[:, :10]  # order is not needed
             recalls = [
-                len({self.pool[c] for c in top[row].tolist()} & self.val_partners[q]) / len(self.val_partners[q])
+                recall_at_k([self.pool[c] for c in top[row].tolist()], self.val_partners[q], 10)
                 for row, q in enumerate(self.val_queries)
             ]
             metrics["recall@10"] = float(np.mean(recalls))
