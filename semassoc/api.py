@@ -46,6 +46,7 @@ def index_catalog(
     workspace: str | Path | None = None,
     columns: CatalogColumns | None = None,
     on_error: OnError = "strict",
+    delimiter: str | None = None,
     model: str | None = None,
     prompts: str | Path | None = None,
     replace: bool = False,
@@ -71,6 +72,7 @@ def index_catalog(
         workspace: Workspace directory (default ``$SEMASSOC_WORKSPACE`` or ``./.semassoc``).
         columns: Column mapping (unmapped fields are detected).
         on_error: ``"strict"`` or ``"skip"`` (index the good rows, report the others in ``skipped``).
+        delimiter: CSV delimiter (default: detected among ``,``, ``;``, tab and ``|``).
         model: sentence-transformers model name or directory; default: the model that built the workspace, else
             the bundled all-MiniLM-L6-v2. A different model than the workspace's re-encodes every product.
         prompts: Directory of prompt templates (default: the bundled ``prompts/``).
@@ -88,7 +90,7 @@ def index_catalog(
         IndexReport.
     """
     started = time.perf_counter()
-    result = read_catalog(catalog, columns, on_error=on_error)
+    result = read_catalog(catalog, columns, on_error=on_error, delimiter=delimiter)
     prompt_set = PromptSet.load(prompts)
     created = not (resolve_workspace_path(workspace) / MANIFEST).is_file()
     ws = Workspace.create_or_open(

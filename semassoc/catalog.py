@@ -7,13 +7,12 @@ editor shows (the CSV header is row 1; a record spanning lines is numbered by it
 
 from __future__ import annotations
 
-import csv
 import html
 import json
 import math
 import re
 import unicodedata
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -21,6 +20,7 @@ from typing import Any, Literal
 import tomllib
 
 from semassoc.errors import InvalidInput, RowProblem
+from semassoc.tables import read_table
 
 OnError = Literal["strict", "skip"]
 
@@ -188,14 +188,19 @@ def read_catalog(
     columns: CatalogColumns | None = None,
     *,
     on_error: OnError = "strict",
+    delimiter: str | None = None,
 ) -> CatalogReadResult:
-    """Read and validate a catalog file (.csv, .tsv, .jsonl/.ndjson, .parquet).
+    """Read and validate a catalog file (.csv, .tsv, .jsonl/.ndjson, .parquet, each optionally .gz).
+
+    The file is read by :func:`semassoc.tables.read_table` (the same reader as events files): a row that cannot
+    be read (invalid UTF-8, wrong number of fields, not a JSON object) is a problem of that row only.
 
     Args:
         path: The catalog file.
         columns: Column mapping; unmapped fields are detected from the usual names.
         on_error: ``"strict"`` raises InvalidInput at the first bad row (nothing is returned, so nothing gets
             written); ``"skip"`` keeps the good rows and lists the bad ones in ``problems``.
+        delimiter: CSV delimiter; detected (``,``, ``;``, tab or ``|``) when ``None``.
 
     Returns:
         CatalogReadResult with the valid products in file order.
@@ -207,37 +212,35 @@ def read_catalog(
     path = Path(path)
     if on_error not in ("strict", "skip"):
         raise InvalidInput(f"on_error must be 'strict' or 'skip', not {on_error!r}")
-    if not path.is_file():
+    if not path.exists():
         raise InvalidInput(f"{path}: catalog file not found")
     columns = columns or CatalogColumns()
     source = str(path)
-    header, rows = _open_rows(path)
-    mapping = columns.resolve(header, source)
+    read = read_table(path, delimiter=delimiter, exact=True)
+    mapping = columns.resolve(read.columns, source)
     products: list[Product] = []
-    problems: list[RowProblem] = []
+    problems: list[RowProblem] = [bad.problem for bad in read.bad_rows]
     first_row: dict[str, int] = {}
-    rows_read = 0
-    for number, row, read_error in rows:
-        rows_read += 1
+    for number, row in read.rows():
         try:
-            if read_error is not None:
-                raise _FieldError(*read_error)
-            product = _product_from_row(row, mapping, header)
+            product = _product_from_row(row, mapping, read.columns)
             if product.product_id in first_row:
                 raise _FieldError(
                     mapping["id"] or "id",
                     f"duplicate id {product.product_id!r} (first seen at row {first_row[product.product_id]})",
                 )
         except _FieldError as exc:
-            problem = RowProblem(source, number, exc.field, exc.message)
-            if on_error == "strict":
-                raise InvalidInput(f"{problem} (use --on-error skip to index the other rows)") from None
-            problems.append(problem)
+            problems.append(RowProblem(source, number, exc.field, exc.message))
             continue
         first_row[product.product_id] = number
         products.append(product)
+    rows_read = read.rows_read
     if rows_read == 0:
         raise InvalidInput(f"{source}: the catalog has no rows")
+    problems.sort(key=lambda p: p.row or 0)
+    if problems and on_error == "strict":
+        more = f"; {len(problems) - 1} more bad row(s)" if len(problems) > 1 else ""
+        raise InvalidInput(f"{problems[0]}{more} (use --on-error skip to index the other rows)")
     return CatalogReadResult(products=products, problems=problems, rows_read=rows_read)
 
 
@@ -246,121 +249,6 @@ class _FieldError(Exception):
         super().__init__(message)
         self.field = field
         self.message = message
-
-
-_Row = tuple[int, dict[str, Any], tuple[str, str] | None]
-
-
-def _open_rows(path: Path) -> tuple[list[str], Iterator[_Row]]:
-    suffix = path.suffix.lower()
-    if suffix in (".csv", ".tsv", ".txt"):
-        return _csv_rows(path, "\t" if suffix == ".tsv" else ",")
-    if suffix in (".jsonl", ".ndjson", ".json"):
-        return _jsonl_rows(path)
-    if suffix in (".parquet", ".pq"):
-        return _parquet_rows(path)
-    raise InvalidInput(f"{path}: unsupported catalog format {suffix!r}; use .csv, .tsv, .jsonl or .parquet")
-
-
-def _csv_rows(path: Path, delimiter: str) -> tuple[list[str], Iterator[_Row]]:
-    handle = path.open(encoding="utf-8-sig", newline="")
-    reader = csv.reader(handle, delimiter=delimiter)
-    try:
-        header = [h.strip() for h in next(reader)]
-    except StopIteration:
-        handle.close()
-        raise InvalidInput(f"{path}: the catalog file is empty") from None
-    except (csv.Error, UnicodeDecodeError) as exc:
-        handle.close()
-        raise InvalidInput(f"{path}: row 1, field 'row': unreadable header: {exc}") from None
-    if len(set(header)) != len(header):
-        handle.close()
-        raise InvalidInput(f"{path}: row 1, field 'row': duplicate column names in header {header}")
-
-    def rows() -> Iterator[_Row]:
-        with handle:
-            line = 1
-            while True:
-                try:
-                    values = next(reader)
-                except StopIteration:
-                    return
-                except (csv.Error, UnicodeDecodeError) as exc:
-                    line = reader.line_num if reader.line_num > line else line + 1
-                    yield line, {}, ("row", f"unreadable row: {exc}")
-                    continue
-                start = line + 1
-                line = reader.line_num
-                if not values or all(not v.strip() for v in values):
-                    continue  # blank lines are not rows
-                if len(values) != len(header):
-                    yield start, {}, ("row", f"expected {len(header)} fields, found {len(values)}")
-                    continue
-                yield start, dict(zip(header, values, strict=True)), None
-
-    return header, rows()
-
-
-def _jsonl_rows(path: Path) -> tuple[list[str], Iterator[_Row]]:
-    header: list[str] = []
-    try:
-        with path.open(encoding="utf-8") as handle:
-            for line in handle:
-                if line.strip():
-                    first = json.loads(line)
-                    if isinstance(first, dict):
-                        header = list(first)
-                    break
-    except (ValueError, UnicodeDecodeError):
-        header = []
-
-    def rows() -> Iterator[_Row]:
-        with path.open(encoding="utf-8", errors="strict") as handle:
-            number = 0
-            while True:
-                number += 1
-                try:
-                    line = handle.readline()
-                except UnicodeDecodeError as exc:
-                    yield number, {}, ("row", f"unreadable row: {exc}")
-                    return
-                if not line:
-                    return
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except ValueError as exc:
-                    yield number, {}, ("row", f"not valid JSON: {exc}")
-                    continue
-                if not isinstance(obj, dict):
-                    yield number, {}, ("row", f"expected a JSON object, found {type(obj).__name__}")
-                    continue
-                yield number, obj, None
-
-    if not header:
-        raise InvalidInput(f"{path}: row 1, field 'row': the first row is not a JSON object")
-    return header, rows()
-
-
-def _parquet_rows(path: Path) -> tuple[list[str], Iterator[_Row]]:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    try:
-        parquet = pq.ParquetFile(path)
-    except (OSError, pa.ArrowException) as exc:
-        raise InvalidInput(f"{path}: not a readable Parquet file: {exc}") from None
-    header = list(parquet.schema_arrow.names)
-
-    def rows() -> Iterator[_Row]:
-        number = 0
-        for batch in parquet.iter_batches(batch_size=65_536):
-            for record in batch.to_pylist():
-                number += 1
-                yield number, record, None
-
-    return header, rows()
 
 
 def _product_from_row(row: Mapping[str, Any], mapping: Mapping[str, str | None], header: list[str]) -> Product:
@@ -386,7 +274,7 @@ def _product_from_row(row: Mapping[str, Any], mapping: Mapping[str, str | None],
     for key, value in row.items():
         if key in used or _missing(value):
             continue
-        attributes[str(key)] = _plain(value)
+        attributes[str(key)] = _plain(value, str(key))
     values["attributes"] = attributes
     return Product(**values)
 
@@ -452,12 +340,22 @@ def _flag(value: Any, column: str) -> bool | None:
     raise _FieldError(column, f"expected true/false (or yes/no, 1/0, in stock/out of stock), found {value!r}")
 
 
-def _plain(value: Any) -> Any:
-    """A JSON-friendly copy of an attribute value (Parquet can hold dates, decimals, bytes...)."""
+def _plain(value: Any, column: str) -> Any:
+    """A JSON-friendly copy of an attribute value (Parquet can hold dates, decimals, bytes...).
+
+    Infinite numbers are refused (JSON, the store's payload format, cannot hold them); NaN inside a list or object
+    becomes null.
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        if math.isnan(value):
+            return None
+        raise _FieldError(column, f"expected a finite number, found {value!r}")
     if isinstance(value, (str, int, float, bool)):
         return normalise_text(value) if isinstance(value, str) else value
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [_plain(v, column) for v in value]
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): _plain(v, column) for k, v in value.items()}
+    if isinstance(value, bytes):
+        return value.hex()
     return str(value)

@@ -129,7 +129,7 @@ def test_unsupported_format_and_missing_file(tmp_path):
         read_catalog(tmp_path / "nope.csv")
     path = tmp_path / "c.xlsx"
     path.write_text("x")
-    with pytest.raises(InvalidInput, match="unsupported catalog format"):
+    with pytest.raises(InvalidInput, match="cannot tell the format"):
         read_catalog(path)
 
 

@@ -182,7 +182,7 @@ def test_strict_mode_names_file_row_and_field(tmp_path: Path) -> None:
         f"{path}: row 3, field 'product_id': empty product id",
         f"{path}: row 4, field 'timestamp': bad timestamp 'not a time'",
         f"{path}: row 5, field 'quantity': bad quantity 'lots'",
-        f"{path}: row 6, field 'row': wrong number of fields: 'u3,d,2024-01-01 10:04:00,1,extra'",
+        f"{path}: row 6, field 'row': expected 4 fields, found 5: 'u3,d,2024-01-01 10:04:00,1,extra'",
         f"{path}: row 9, field 'user_id': empty user id",
     ]
 

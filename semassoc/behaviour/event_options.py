@@ -213,6 +213,7 @@ class LoadOptions:
     half_life_days: float | None = None
     filters: EventFilters = field(default_factory=EventFilters)
     on_error: Literal["strict", "skip"] = "strict"
+    delimiter: str | None = None
 
     def load(self, path: str | Path) -> Events:
         """Read one events file with these options."""
@@ -226,6 +227,7 @@ class LoadOptions:
             half_life=None if self.half_life_days is None else timedelta(days=self.half_life_days),
             filters=self.filters,
             on_error=self.on_error,
+            delimiter=self.delimiter,
         )
 
     def to_dict(self) -> dict[str, object]:
@@ -242,6 +244,7 @@ class LoadOptions:
                 "excluded_item_pattern": self.filters.excluded_item_pattern,
             },
             "on_error": self.on_error,
+            "delimiter": self.delimiter,
         }
 
     @classmethod
@@ -256,4 +259,5 @@ class LoadOptions:
             half_life_days=data.get("half_life_days"),  # type: ignore[arg-type]
             filters=EventFilters(**filters),
             on_error=data.get("on_error", "strict"),  # type: ignore[arg-type]
+            delimiter=data.get("delimiter"),  # type: ignore[arg-type]
         )

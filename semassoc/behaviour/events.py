@@ -15,17 +15,15 @@ in :mod:`semassoc.behaviour.event_options` (both re-exported here).
 
 from __future__ import annotations
 
-import csv
-import gzip
 import hashlib
-import json
 import math
 import re
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -49,6 +47,7 @@ from semassoc.behaviour.event_options import (
     LoadOptions,
 )
 from semassoc.errors import InvalidInput, RowProblem
+from semassoc.tables import BadRow, TableRead, read_table
 
 __all__ = [
     "DEFAULT_EVENT_TYPE",
@@ -71,11 +70,11 @@ __all__ = [
 class _Collector:
     """Bad rows found so far: a boolean mask for dropping them and the first few described for people."""
 
-    def __init__(self, source: str, n_rows: int, row_number: _RowNumbers) -> None:
+    def __init__(self, source: str, n_rows: int, row_number: Callable[[int], int]) -> None:
         self.source = source
         self.bad = np.zeros(n_rows, dtype=bool)
         self.reasons: Counter[str] = Counter()
-        self.examples: list[tuple[int, RowProblem]] = []  # (order key, problem)
+        self.examples: list[tuple[int, str, str]] = []  # (table row, field, message); numbered when described
         self.row_number = row_number
         self.file_problems: list[RowProblem] = []
 
@@ -89,67 +88,20 @@ class _Collector:
             message = reason
             if values is not None:
                 message = f"{reason} {values[i].as_py()!r}"
-            self.examples.append((i, RowProblem(self.source, self.row_number(i), field_name, message)))
+            self.examples.append((i, field_name, message))
 
-    def add_invalid_lines(self, lines: list[tuple[int | None, str]]) -> None:
-        for number, text in lines:
-            self.reasons["row: wrong number of fields"] += 1
-            row = self.row_number.physical(number) if number is not None else None
-            snippet = text if len(text) <= 60 else text[:57] + "..."
-            self.file_problems.append(RowProblem(self.source, row, "row", f"wrong number of fields: {snippet!r}"))
+    def add_bad_rows(self, rows: Sequence[BadRow]) -> None:
+        for bad in rows:
+            self.reasons[f"{bad.problem.field}: {bad.reason}"] += 1
+            self.file_problems.append(bad.problem)
 
     def problems(self) -> list[RowProblem]:
-        ordered = [p for _, p in sorted(self.examples, key=lambda e: e[0])]
+        ordered = [RowProblem(self.source, self.row_number(i), f, m) for i, f, m in sorted(self.examples)]
         return sorted(self.file_problems + ordered, key=lambda p: (p.row is None, p.row or 0))
 
     @property
     def count(self) -> int:
         return int(self.bad.sum()) + len(self.file_problems)
-
-
-class _RowNumbers:
-    """Maps a 0-based table row to the row number people see (see module docstring)."""
-
-    def __init__(self, path: Path, kind: str, invalid_lines: Sequence[int] = ()) -> None:
-        self.path = path
-        self.kind = kind
-        self.invalid = sorted(invalid_lines)  # non-blank record numbers (CSV, 1-based incl. header) not in the table
-        self._physical: list[int] | None = None
-
-    def _lines(self) -> list[int]:
-        # Error path only: physical line numbers of non-blank lines.
-        if self._physical is None:
-            with self.path.open("rb") as fh:
-                self._physical = [n for n, line in enumerate(fh, start=1) if line.strip()]
-        return self._physical
-
-    def physical(self, record: int) -> int:
-        """Physical line of the ``record``-th non-blank line (1-based)."""
-        lines = self._lines()
-        return lines[record - 1] if 0 < record <= len(lines) else record
-
-    def __call__(self, i: int) -> int:
-        if self.kind == "parquet":
-            return i + 1
-        if self.kind == "csv":
-            record = i + 2  # header is record 1
-            for bad in self.invalid:  # rows pyarrow dropped before this one
-                if bad <= record:
-                    record += 1
-            return self.physical(record)
-        return self.physical(i + 1)
-
-
-def _file_kind(path: Path) -> str:
-    suffixes = [s.lower() for s in path.suffixes]
-    name = "".join(suffixes[-2:]) if len(suffixes) >= 2 and suffixes[-1] == ".gz" else (suffixes[-1:] or [""])[0]
-    if name in (".csv", ".tsv", ".txt", ".csv.gz", ".tsv.gz"):
-        return "csv"
-    if name in (".jsonl", ".ndjson", ".json", ".jsonl.gz", ".ndjson.gz"):
-        return "jsonl"
-    if name in (".parquet", ".pq"):
-        return "parquet"
-    raise InvalidInput(f"{path}: cannot tell the format from the name; use .csv, .tsv, .jsonl, .ndjson or .parquet")
 
 
 def file_sha256(path: Path) -> str:
@@ -159,88 +111,6 @@ def file_sha256(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def _read_csv(path: Path) -> tuple[pa.Table, list[tuple[int | None, str]]]:
-    import pyarrow.csv as pacsv
-
-    delimiter = "\t" if ".tsv" in [s.lower() for s in path.suffixes] else ","
-    # Read the header ourselves so that every column can be read as text: type inference on a sample would fail on
-    # ids like 85123A after 85123, and we want to report bad values ourselves.
-    opener = gzip.open if path.suffix.lower() == ".gz" else open
-    try:
-        with opener(path, "rt", encoding="utf-8-sig", newline="") as fh:
-            header = next(csv.reader(fh, delimiter=delimiter), None)
-    except (UnicodeDecodeError, OSError, csv.Error) as exc:
-        raise InvalidInput(f"{path}: not a readable CSV file: {exc}") from None
-    if not header:
-        raise InvalidInput(f"{path}: empty file (no header row)")
-    invalid: list[tuple[int | None, str]] = []
-
-    def on_invalid(row: pacsv.InvalidRow) -> str:
-        invalid.append((row.number, row.text))
-        return "skip"
-
-    try:
-        table = pacsv.read_csv(
-            path,
-            # Single-threaded so that pyarrow knows the line number of a malformed row.
-            read_options=pacsv.ReadOptions(use_threads=False),
-            parse_options=pacsv.ParseOptions(delimiter=delimiter, invalid_row_handler=on_invalid),
-            convert_options=pacsv.ConvertOptions(
-                column_types={name: pa.string() for name in header}, strings_can_be_null=True
-            ),
-        )
-    except pa.ArrowInvalid as exc:
-        raise InvalidInput(f"{path}: not a readable CSV file: {exc}") from None
-    return table, invalid
-
-
-def _read_jsonl(path: Path, on_error: str) -> tuple[pa.Table, list[RowProblem]]:
-    import pyarrow.json as pajson
-
-    try:
-        return pajson.read_json(path), []
-    except pa.ArrowInvalid as exc:
-        first_error = str(exc)
-    # Error path: find the bad lines ourselves, keep the good ones (only used when the fast reader refused the file).
-    rows: list[dict] = []
-    problems: list[RowProblem] = []
-    with path.open("rb") as fh:
-        for number, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                value = json.loads(line)
-            except json.JSONDecodeError as exc:
-                problems.append(RowProblem(str(path), number, "row", f"not valid JSON ({exc.msg})"))
-                continue
-            if not isinstance(value, dict):
-                problems.append(RowProblem(str(path), number, "row", "not a JSON object"))
-                continue
-            rows.append({k: None if v is None else str(v) for k, v in value.items()})
-    if not problems:
-        raise InvalidInput(f"{path}: not a readable JSON lines file: {first_error}")
-    if on_error == "strict":
-        raise InvalidInput(_strict_message(problems[0], len(problems)))
-    return pa.Table.from_pylist(rows), problems
-
-
-def _read_table(
-    path: Path, kind: str, on_error: str
-) -> tuple[pa.Table, list[tuple[int | None, str]], list[RowProblem]]:
-    if kind == "csv":
-        table, invalid = _read_csv(path)
-        return table, invalid, []
-    if kind == "jsonl":
-        table, problems = _read_jsonl(path, on_error)
-        return table, [], problems
-    import pyarrow.parquet as pq
-
-    try:
-        return pq.read_table(path), [], []
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise InvalidInput(f"{path}: not a readable Parquet file: {exc}") from None
 
 
 # ------------------------------------------------------------------------------------------------------- conversion
@@ -272,8 +142,8 @@ def _parse_timestamps(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     bad = np.zeros(n, dtype=bool)
     if pa.types.is_timestamp(typ):
         if typ.tz is not None:
-            column = pc.cast(column, pa.timestamp("us", tz="UTC"))
-        values = pc.cast(column, pa.timestamp("us")) if typ.tz is None else column
+            column = pc.cast(column, pa.timestamp("us", tz="UTC"), safe=False)
+        values = pc.cast(column, pa.timestamp("us"), safe=False) if typ.tz is None else column
         arr = values.to_numpy(zero_copy_only=False)
         return arr.astype("datetime64[us]"), bad
     if pa.types.is_date(typ):
@@ -281,7 +151,8 @@ def _parse_timestamps(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     if pa.types.is_integer(typ) or pa.types.is_floating(typ):
         seconds = column.to_numpy(zero_copy_only=False).astype(np.float64)
         out = np.full(n, np.datetime64("NaT"), dtype="datetime64[us]")
-        ok = np.isfinite(seconds)
+        ok = np.isfinite(seconds) & (np.abs(seconds) < 9e12)  # datetime64[us] holds about +-292,000 years
+        bad = ~np.isnan(seconds) & ~ok
         out[ok] = (np.round(seconds[ok] * 1e6)).astype(np.int64).astype("datetime64[us]")
         return out, bad
     text = pc.utf8_trim_whitespace(pc.cast(column, pa.string()))
@@ -313,15 +184,13 @@ def _parse_timestamps(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
 def _parse_numbers(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     """Float values (NaN where missing) and a mask of values present but not numbers."""
     if pa.types.is_integer(column.type) or pa.types.is_floating(column.type) or pa.types.is_boolean(column.type):
-        return pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64), np.zeros(
-            len(column), dtype=bool
-        )
+        values = pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64)
+        return values, np.isinf(values)
     text = pc.utf8_trim_whitespace(pc.cast(column, pa.string()))
     text = pc.if_else(pc.equal(pc.utf8_length(text), 0), pa.scalar(None, pa.string()), text)
     try:
-        return pc.cast(text, pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64), np.zeros(
-            len(column), dtype=bool
-        )
+        values = pc.cast(text, pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64)
+        return values, np.isinf(values)
     except pa.ArrowInvalid:
         pass
     values = np.full(len(column), np.nan)
@@ -363,6 +232,64 @@ def _cut_sessions(
     return keys[order_keys], basket
 
 
+@dataclass
+class _Checked:
+    """The columns of one read, converted, and the rows found bad."""
+
+    bad: _Collector
+    item: pa.ChunkedArray
+    basket: pa.ChunkedArray | None = None
+    user: pa.ChunkedArray | None = None
+    timestamp: np.ndarray | None = None
+    quantity: np.ndarray | None = None
+    event_type: pa.ChunkedArray | None = None
+
+
+def _validate(read: TableRead, cols: EventColumns, strip_ids: bool) -> _Checked:
+    """Convert the columns ``cols`` names and collect every bad row (read problems and bad values).
+
+    A timestamp column, when there is one, must hold a time on every row (with or without time decay), so that
+    strict mode treats a missing time the same way whatever the other options are.
+    """
+    table = read.table
+    bad = _Collector(read.source, read.num_rows, read.row_number)
+    bad.add_bad_rows(read.bad_rows)
+
+    def text(name: str) -> pa.ChunkedArray:
+        return _column(read, name, lambda c: _as_text(c, strip_ids))
+
+    checked = _Checked(bad, text(cols.item))  # type: ignore[arg-type]
+    bad.add(_empty_mask(checked.item), cols.item, "empty product id")  # type: ignore[arg-type]
+    if cols.basket is not None:
+        checked.basket = text(cols.basket)
+        bad.add(_empty_mask(checked.basket), cols.basket, "empty basket id")
+    if cols.user is not None:
+        checked.user = text(cols.user)
+        if cols.basket is None:
+            bad.add(_empty_mask(checked.user), cols.user, "empty user id")
+    if cols.timestamp is not None:
+        checked.timestamp, bad_ts = _column(read, cols.timestamp, _parse_timestamps)
+        bad.add(bad_ts, cols.timestamp, "bad timestamp", table[cols.timestamp])
+        bad.add(np.isnat(checked.timestamp) & ~bad_ts, cols.timestamp, "missing timestamp")
+    if cols.quantity is not None:
+        checked.quantity, bad_q = _column(read, cols.quantity, _parse_numbers)
+        bad.add(bad_q, cols.quantity, "bad quantity", table[cols.quantity])
+    if cols.event_type is not None:
+        checked.event_type = pc.utf8_lower(text(cols.event_type))
+        bad.add(_empty_mask(checked.event_type), cols.event_type, "empty event type")
+    return checked
+
+
+def _column(read: TableRead, name: str, convert: Callable[[pa.ChunkedArray], Any]) -> Any:
+    """``convert`` applied to a column; a column of a type that cannot be read (e.g. nested Parquet) is bad input."""
+    column = read.table[name]
+    try:
+        return convert(column)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+        message = f"cannot read a column of type {column.type}: {exc}"
+        raise InvalidInput(f"{read.source}: field '{name}': {message}") from None
+
+
 def load_events(
     path: str | Path,
     columns: EventColumns | Mapping[str, str] | None = None,
@@ -374,6 +301,7 @@ def load_events(
     filters: EventFilters | None = None,
     on_error: Literal["strict", "skip"] = "strict",
     strip_ids: bool = True,
+    delimiter: str | None = None,
 ) -> Events:
     """Read an events file (CSV, TSV, JSON lines or Parquet), validate it and group rows into baskets.
 
@@ -395,6 +323,7 @@ def load_events(
         on_error: ``"strict"`` (default) raises ``InvalidInput`` naming the first problem and returns nothing;
             ``"skip"`` drops bad rows and reports them in ``Events.skipped``.
         strip_ids: strip surrounding whitespace from product, basket, user ids and event types.
+        delimiter: CSV delimiter; detected (``,``, ``;``, tab or ``|``) when ``None``.
 
     Returns:
         ``Events`` with one entry per kept row.
@@ -421,62 +350,35 @@ def load_events(
     filters = filters or EventFilters()
     path = Path(path)
     source = str(path)
-    if not path.is_file():
+    if not path.exists():
         raise InvalidInput(f"{source}: events file not found")
-    kind = _file_kind(path)
-    table, invalid_lines, read_problems = _read_table(path, kind, on_error)
+    read = read_table(path, delimiter=delimiter)
     if isinstance(columns, Mapping):
         columns = EventColumns.from_mapping(columns)
-    cols = (columns or EventColumns()).resolve(table.column_names, source)
+    cols = (columns or EventColumns()).resolve(read.columns, source)
     if cols.item is None:
         raise InvalidInput(
             f"{source}: no product id column (looked for product_id, item_id, StockCode, sku...); "
-            f"columns found: {table.column_names}; name it with columns={{'item': ...}}"
+            f"columns found: {read.columns}; name it with columns={{'item': ...}}"
         )
     if cols.basket is None and (cols.user is None or cols.timestamp is None):
         missing = [name for name, col in (("user", cols.user), ("timestamp", cols.timestamp)) if col is None]
         raise InvalidInput(
             f"{source}: without a basket/order/session column, sessions are cut per user by time, which needs "
-            f"{' and '.join(missing)} column(s); columns found: {table.column_names}"
+            f"{' and '.join(missing)} column(s); columns found: {read.columns}"
         )
     if half_life is not None and cols.timestamp is None:
-        raise InvalidInput(
-            f"{source}: time decay (half_life) needs a timestamp column; columns found: {table.column_names}"
-        )
+        raise InvalidInput(f"{source}: time decay (half_life) needs a timestamp column; columns found: {read.columns}")
 
-    n = table.num_rows
-    rows = _RowNumbers(path, kind, [num for num, _ in invalid_lines if num is not None])
-    bad = _Collector(source, n, rows)
-    bad.add_invalid_lines(invalid_lines)
-    bad.file_problems.extend(read_problems)
-    for problem in read_problems:
-        bad.reasons[f"row: {problem.message.split(' (')[0]}"] += 1
-
-    item_col = _as_text(table[cols.item], strip_ids)
-    bad.add(_empty_mask(item_col), cols.item, "empty product id")
-    basket_col = user_col = None
-    if cols.basket is not None:
-        basket_col = _as_text(table[cols.basket], strip_ids)
-        bad.add(_empty_mask(basket_col), cols.basket, "empty basket id")
-    if cols.user is not None:
-        user_col = _as_text(table[cols.user], strip_ids)
-        if cols.basket is None:
-            bad.add(_empty_mask(user_col), cols.user, "empty user id")
-    timestamp = None
-    if cols.timestamp is not None:
-        timestamp, bad_ts = _parse_timestamps(table[cols.timestamp])
-        bad.add(bad_ts, cols.timestamp, "bad timestamp", table[cols.timestamp])
-        if cols.basket is None or half_life is not None:
-            bad.add(np.isnat(timestamp) & ~bad_ts, cols.timestamp, "missing timestamp")
-    quantity = None
-    if cols.quantity is not None:
-        quantity, bad_q = _parse_numbers(table[cols.quantity])
-        bad.add(bad_q, cols.quantity, "bad quantity", table[cols.quantity])
-    type_col = None
-    if cols.event_type is not None:
-        type_col = pc.utf8_lower(_as_text(table[cols.event_type], strip_ids))
-        bad.add(_empty_mask(type_col), cols.event_type, "empty event type")
-
+    checked = _validate(read, cols, strip_ids)
+    if checked.bad.count and not read.exact_numbers:
+        # Naming rows needs their numbers: validate again on the exact (row by row) read of the file.
+        read = read.exact()
+        checked = _validate(read, cols, strip_ids)
+    bad = checked.bad
+    n = read.num_rows
+    item_col, basket_col, user_col = checked.item, checked.basket, checked.user
+    timestamp, quantity, type_col = checked.timestamp, checked.quantity, checked.event_type
     if bad.count:
         problems = bad.problems()
         if on_error == "strict":
@@ -554,7 +456,7 @@ def load_events(
         quantity=quantity,
         sources=(source,),
         digests=(file_sha256(path),),
-        rows_read=n + len(invalid_lines) + len(read_problems),
+        rows_read=n + len(read.bad_rows),
         skipped=skipped,
         filtered=filtered,
     )
