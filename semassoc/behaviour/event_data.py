@@ -186,11 +186,13 @@ class Events:
         event_types, event_type = _merge_codes([p.event_types for p in parts], [p.event_type for p in parts])
         user_ids = user = timestamp = quantity = None
         if all(p.user is not None for p in parts):
-            user_ids, user = _merge_codes([p.user_ids for p in parts], [p.user for p in parts])
+            user_ids, user = _merge_codes(
+                [p.user_ids for p in parts if p.user_ids is not None], [p.user for p in parts if p.user is not None]
+            )
         if all(p.timestamp is not None for p in parts):
-            timestamp = np.concatenate([p.timestamp for p in parts])
+            timestamp = np.concatenate([p.timestamp for p in parts if p.timestamp is not None])
         if all(p.quantity is not None for p in parts):
-            quantity = np.concatenate([p.quantity for p in parts])
+            quantity = np.concatenate([p.quantity for p in parts if p.quantity is not None])
         reasons: Counter[str] = Counter()
         filtered: Counter[str] = Counter()
         problems: list[RowProblem] = []

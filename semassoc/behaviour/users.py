@@ -7,6 +7,7 @@ Files (one directory, written atomically): ``user_ids.npy`` (sorted), ``indptr.n
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -130,8 +131,9 @@ def _columns(events: Events | list[Events]) -> tuple[np.ndarray, np.ndarray, np.
     return _concat(out)
 
 
-def _concat(parts: list[tuple[np.ndarray, ...]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    return tuple(np.concatenate([p[i] for p in parts]) for i in range(4))  # type: ignore[return-value]
+def _concat(parts: Sequence[tuple[np.ndarray, ...]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    users, items, counts, last = (np.concatenate([p[i] for p in parts]) for i in range(4))
+    return users, items, counts, last
 
 
 @dataclass

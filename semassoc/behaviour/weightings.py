@@ -5,6 +5,9 @@ fusion, the related engine, the evaluation's truth and the training pairs all ca
 
 Example:
     >>> import numpy as np
+
+#: Counts: an array, or one number for every pair (the query product's count).
+Counts = np.ndarray | int | float
     >>> lift(np.array([2]), np.array([4]), np.array([5]), 20).tolist()
     [2.0]
 """
@@ -15,9 +18,13 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
+#: Counts: an array, or one number for every pair (the query product's count).
+Counts = np.ndarray | int | float
+
 __all__ = [
     "METRICS",
     "RANKED_METRICS",
+    "Counts",
     "Weighting",
     "confidence",
     "cosine",
@@ -33,32 +40,32 @@ __all__ = [
 # holding the neighbour, and the number of baskets n. They return float64 arrays of the same shape.
 
 
-def count(pair: np.ndarray, left: np.ndarray, right: np.ndarray, n: int) -> np.ndarray:
+def count(pair: Counts, left: Counts, right: Counts, n: int) -> np.ndarray:
     """Number of baskets holding both products."""
     return np.asarray(pair, dtype=np.float64)
 
 
-def support(pair: np.ndarray, left: np.ndarray, right: np.ndarray, n: int) -> np.ndarray:
+def support(pair: Counts, left: Counts, right: Counts, n: int) -> np.ndarray:
     """Share of baskets holding both: ``pair / n``."""
     return np.asarray(pair, dtype=np.float64) / n
 
 
-def confidence(pair: np.ndarray, left: np.ndarray, right: np.ndarray, n: int) -> np.ndarray:
+def confidence(pair: Counts, left: Counts, right: Counts, n: int) -> np.ndarray:
     """P(neighbour | query product) = ``pair / left`` (rule query => neighbour)."""
     return np.asarray(pair, dtype=np.float64) / left
 
 
-def reverse_confidence(pair: np.ndarray, left: np.ndarray, right: np.ndarray, n: int) -> np.ndarray:
+def reverse_confidence(pair: Counts, left: Counts, right: Counts, n: int) -> np.ndarray:
     """P(query product | neighbour) = ``pair / right`` (rule neighbour => query)."""
     return np.asarray(pair, dtype=np.float64) / right
 
 
-def lift(pair: np.ndarray, left: np.ndarray, right: np.ndarray, n: int) -> np.ndarray:
+def lift(pair: Counts, left: Counts, right: Counts, n: int) -> np.ndarray:
     """How much more often the two appear together than if independent: ``pair * n / (left * right)``."""
     return np.asarray(pair, dtype=np.float64) * n / (np.asarray(left, dtype=np.float64) * right)
 
 
-def npmi(pair: np.ndarray, left: np.ndarray, right: np.ndarray, n: int) -> np.ndarray:
+def npmi(pair: Counts, left: Counts, right: Counts, n: int) -> np.ndarray:
     """Normalised pointwise mutual information in [-1, 1]: ``log(p_ab / (p_a p_b)) / -log(p_ab)``.
 
     A pair present in every basket (p_ab = 1) gets 1.
@@ -70,19 +77,19 @@ def npmi(pair: np.ndarray, left: np.ndarray, right: np.ndarray, n: int) -> np.nd
         return np.where(denominator > 0, pmi / np.where(denominator > 0, denominator, 1.0), 1.0)
 
 
-def cosine(pair: np.ndarray, left: np.ndarray, right: np.ndarray, n: int) -> np.ndarray:
+def cosine(pair: Counts, left: Counts, right: Counts, n: int) -> np.ndarray:
     """Cosine of the two products' basket vectors: ``pair / sqrt(left * right)``."""
     return np.asarray(pair, dtype=np.float64) / np.sqrt(np.asarray(left, dtype=np.float64) * right)
 
 
-def jaccard(pair: np.ndarray, left: np.ndarray, right: np.ndarray, n: int) -> np.ndarray:
+def jaccard(pair: Counts, left: Counts, right: Counts, n: int) -> np.ndarray:
     """Baskets with both over baskets with either: ``pair / (left + right - pair)``."""
-    pair = np.asarray(pair, dtype=np.float64)
-    return pair / (np.asarray(left, dtype=np.float64) + right - pair)
+    both = np.asarray(pair, dtype=np.float64)
+    return both / (np.asarray(left, dtype=np.float64) + right - both)
 
 
 #: A weighting: ``f(pair, left, right, n)``.
-Weighting = Callable[[np.ndarray, np.ndarray, np.ndarray, int], np.ndarray]
+Weighting = Callable[[Counts, Counts, Counts, int], np.ndarray]
 
 #: Metrics a neighbour query can rank by.
 METRICS: Mapping[str, Weighting] = {

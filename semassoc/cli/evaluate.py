@@ -216,7 +216,7 @@ def evaluate(
             + (f" to {c['judged_until']}" if c["judged_until"] else "")
             + f": {c['train_baskets']} training baskets, {c['test_baskets']} judged; queries: {safe(sizes)}{fitted}"
         )
-    base = report.config["baselines"][0] if report.config["baselines"] else None
+    base: str = report.config["baselines"][0] if report.config["baselines"] else ""
     cuts_shown = list(dict.fromkeys(r.cut for r in report.results))
     for cut_label in cuts_shown:
         summary = cut_label == report.summary_cut

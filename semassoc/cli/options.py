@@ -44,7 +44,7 @@ class ProfileChoice(str, Enum):
 class MetricChoice(str, Enum):
     """The weightings of :data:`semassoc.behaviour.weightings.METRICS` (a test keeps the two equal)."""
 
-    count = "count"
+    pair_count = "count"  # (a member named ``count`` would shadow str.count)
     support = "support"
     confidence = "confidence"
     reverse_confidence = "reverse_confidence"
@@ -58,7 +58,7 @@ class RuleSortChoice(str, Enum):
     lift = "lift"
     confidence = "confidence"
     support = "support"
-    count = "count"
+    rule_count = "count"
     coverage = "coverage"
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import inspect
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -31,7 +32,7 @@ _SUM_NEIGHBOURS = 100  # ... and each one's top 100 complements by lift
 
 
 def _popularity(engine: RelatedEngine, product_id: str, k: int) -> list[str]:
-    return [item.product_id for item in engine.popular(k=k, filter=ProductFilter(exclude=[product_id]))]
+    return [item.product_id for item in engine.popular(k=k, filter=ProductFilter(exclude=(product_id,)))]
 
 
 def _similar(engine: RelatedEngine, product_id: str, k: int) -> list[str]:
@@ -62,13 +63,13 @@ def _complements(metric: str) -> Method:
     return rank
 
 
-def _ranker_off(engine: RelatedEngine) -> dict[str, bool]:
+def _ranker_off(engine: RelatedEngine) -> dict[str, Any]:
     """``{"ranker": False}`` when this build's engine can switch a fitted ranker off (else there is no ranker)."""
     return {"ranker": False} if "ranker" in inspect.signature(engine.related_batch).parameters else {}
 
 
 def _related_batch(mode: str, *, fusion: bool = False) -> BatchMethod:
-    def run(engine: RelatedEngine, ids: list[str], k: int) -> list[list[str]]:
+    def run(engine: RelatedEngine, ids: Sequence[str], k: int) -> list[list[str]]:
         extra = _ranker_off(engine) if fusion else {}
         return [[i.product_id for i in row] for row in engine.related_batch(ids, mode=mode, k=k, **extra)]
 
@@ -190,7 +191,7 @@ BEHAVIOUR_ONLY = (*(f"complements --metric {m}" for m in BEHAVIOUR_WEIGHTINGS), 
 
 
 def _user_popularity(engine: RelatedEngine, history: Sequence[str], k: int) -> list[str]:
-    return [item.product_id for item in engine.popular(k=k, filter=ProductFilter(exclude=list(history)))]
+    return [item.product_id for item in engine.popular(k=k, filter=ProductFilter(exclude=tuple(history)))]
 
 
 def _user_complements_sum(engine: RelatedEngine, history: Sequence[str], k: int) -> list[str]:

@@ -97,7 +97,7 @@ def temporal_split(
     np.minimum.at(basket_start, events.basket[known], as_int[known])
     if split_date is None:
         lo, hi = int(as_int[known].min()), int(as_int[known].max())
-        cut64 = np.datetime64(lo + round(split_fraction * (hi - lo)), "us")
+        cut64: np.datetime64 = np.datetime64(lo + round(split_fraction * (hi - lo)), "us")
     else:
         cut64 = _utc_naive(split_date)
     cut_int = int(cut64.astype(np.int64))

@@ -127,7 +127,7 @@ class RelatedEngine:
         self._stats_checked = False
         self._histories: UserHistories | None = None
         self._encoder = encoder
-        self._scores_cache: dict[tuple[str, str, float], tuple[np.ndarray, ...]] = {}
+        self._scores_cache: dict[tuple[str, str, float], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
         self._popularity: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     @property
@@ -139,10 +139,11 @@ class RelatedEngine:
 
     def encode_text(self, texts: list[str]) -> np.ndarray:
         """Encode with the workspace's encoder (loaded on first use; refuses a mismatched one)."""
-        if self._encoder is None:
-            self._encoder = LazyEncoder(self.ws.manifest.encoder_model)
-        self.ws.check_encoder(self._encoder.id)
-        return self._encoder.encode(texts)
+        encoder = self._encoder
+        if encoder is None:
+            encoder = self._encoder = LazyEncoder(self.ws.manifest.encoder_model)
+        self.ws.check_encoder(encoder.id)
+        return encoder.encode(texts)
 
     # -- parts ----------------------------------------------------------------------------------------------------
     @property
@@ -534,7 +535,7 @@ class RelatedEngine:
         }
         contributions = {name: per_signal[name] * signals[name].get(item, 0.0) for name in per_signal}
         reasons = [name for name, value in sorted(contributions.items(), key=lambda kv: -kv[1]) if value > 0]
-        parts = []
+        parts: list[str] = []
         for name in reasons[:2]:
             if parts and contributions[name] < 0.3 * contributions[reasons[0]]:
                 break
@@ -706,7 +707,7 @@ class RelatedEngine:
                 bad = self.vectors(list(negatives)) if negatives else {}
                 if bad:  # Qdrant's average-vector recommend strategy: towards the positives, away from negatives
                     mean = 2 * mean - np.mean(list(bad.values()), axis=0)
-                parts.append(_unit(mean))
+                parts.append(_unit(np.asarray(mean)))
         prompts = None
         if items and profile in ("text", "mix"):
             prompts = PromptSet.load(self.ws.manifest.prompts_dir)

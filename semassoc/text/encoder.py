@@ -34,9 +34,15 @@ class Encoder(Protocol):
         max_seq_length: Longest input, in tokens, the model reads (longer input is cut by the model).
     """
 
-    id: str
-    dim: int
-    max_seq_length: int
+    # Read-only properties: a plain attribute meets them, and so does a lazy encoder's computed property.
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def dim(self) -> int: ...
+
+    @property
+    def max_seq_length(self) -> int: ...
 
     def encode(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
         """Encode ``texts``; returns an array of shape (len(texts), dim), dtype float32, rows of unit norm."""
@@ -168,8 +174,12 @@ class SentenceTransformerEncoder:
         self.id = resolved_id
         self.device = device
         dimension = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
-        self.dim = int(dimension())
-        self.max_seq_length = int(self.model.max_seq_length or 512)
+        size = dimension()
+        if size is None:
+            raise InvalidInput(f"--model {model}: the model does not state its vector dimension")
+        self.dim = int(size)
+        window = self.model.max_seq_length
+        self.max_seq_length = int(window) if window else 512
 
     def encode(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
         if not texts:

@@ -110,11 +110,15 @@ def pick_device(device: str | None) -> str:
 
 
 def _loss_class() -> Any:
-    try:  # sentence-transformers >= 6 moved the losses; older releases keep them at the top level
-        from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
-    except ImportError:
-        from sentence_transformers.losses import MultipleNegativesRankingLoss
-    return MultipleNegativesRankingLoss
+    import importlib
+
+    # sentence-transformers >= 6 moved the losses; older releases keep them at the top level
+    for module in ("sentence_transformers.sentence_transformer.losses", "sentence_transformers.losses"):
+        try:
+            return importlib.import_module(module).MultipleNegativesRankingLoss
+        except (ImportError, AttributeError):
+            continue
+    raise ImportError("sentence-transformers has no MultipleNegativesRankingLoss")
 
 
 class FineTuner:
@@ -207,7 +211,7 @@ class FineTuner:
         with a product of the batch (it would punish a true pair), is left out of this step; if fewer than two rows
         remain, the plain pairs are used."""
         used = set().union(*(self._keys(p) for row in rows for p in row))
-        out = []
+        out: list[tuple[str, ...]] = []
         for anchor, positive in rows:
             negative = negatives.get(anchor)
             if negative is None or self._keys(negative) & used:
