@@ -30,7 +30,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, cast
 
 from semassoc.errors import InvalidInput, RowProblem
 
@@ -212,7 +212,9 @@ def read_table(path: str | Path, *, delimiter: str | None = None, exact: bool = 
 
 
 def _open_bytes(path: Path) -> IO[bytes]:
-    return gzip.open(path, "rb") if path.suffix.lower() == ".gz" else path.open("rb")
+    if path.suffix.lower() == ".gz":
+        return cast(IO[bytes], gzip.open(path, "rb"))  # a GzipFile is a binary file; typeshed does not say IO[bytes]
+    return path.open("rb")
 
 
 def _open_text(path: Path) -> IO[str]:
