@@ -13,16 +13,27 @@ REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples" / "online_retail"
 
 
+#: Set to 1 (CI does) to make a test whose shared data is missing fail instead of skip.
+REQUIRE_SHARED_DATA = "SEMASSOC_REQUIRE_SHARED_DATA"
+
+
 def shared_data_dir() -> Path:
     """``$SEMASSOC_SHARED_DATA`` or ``../shared/data`` beside the checkout."""
     return Path(os.environ.get("SEMASSOC_SHARED_DATA") or REPO.parent / "shared" / "data")
 
 
-@pytest.fixture
-def shared_data() -> Path:
-    path = shared_data_dir()
-    if not path.is_dir():
-        pytest.skip(f"real data sets not found at {path} (set SEMASSOC_SHARED_DATA to the shared/data folder)")
+def require_shared(relative: str) -> Path:
+    """The path ``relative`` under the shared data folder, for a test that needs it.
+
+    Missing: the test is skipped with the path it looked for (a user's clone without the data), or fails when
+    ``SEMASSOC_REQUIRE_SHARED_DATA=1`` (CI, where a silent skip would hide the test).
+    """
+    path = shared_data_dir() / relative
+    if not path.exists():
+        reason = f"shared data not found at {path} (set SEMASSOC_SHARED_DATA to the shared/data folder)"
+        if os.environ.get(REQUIRE_SHARED_DATA) == "1":
+            pytest.fail(f"{reason}; {REQUIRE_SHARED_DATA}=1 requires it", pytrace=False)
+        pytest.skip(reason)
     return path
 
 

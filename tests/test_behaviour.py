@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from itertools import combinations
 from pathlib import Path
 
@@ -18,16 +17,13 @@ from semassoc.behaviour.weightings import METRICS, npmi
 from semassoc.errors import InvalidInput, NotFound
 from semassoc.io import WriteFailed, replace_directory
 
+from .conftest import require_shared
+
 # Four baskets; by hand: n = 4, counts a 3, b 3, c 2, d 1; pairs ab 2, ac 2, bc 1, bd 1.
 TINY = [["a", "b", "c"], ["a", "b"], ["a", "c"], ["b", "d"]]
 
 
-def shared_data() -> Path:
-    env = os.environ.get("SEMASSOC_SHARED_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-ONLINE_RETAIL = shared_data() / "online_retail" / "online_retail_II_2009-2010.parquet"
+ONLINE_RETAIL = "online_retail/online_retail_II_2009-2010.parquet"
 
 
 @pytest.fixture
@@ -218,9 +214,8 @@ def test_bad_build_options(tmp_path: Path) -> None:
         truncated.neighbours("a", min_count=1)
 
 
-@pytest.mark.skipif(not ONLINE_RETAIL.is_file(), reason=f"shared data not found at {ONLINE_RETAIL}")
 def test_online_retail_pairs_match_brute_force(tmp_path: Path) -> None:
-    events = load_events(ONLINE_RETAIL, filters=EventFilters.online_retail())
+    events = load_events(require_shared(ONLINE_RETAIL), filters=EventFilters.online_retail())
     stats = BehaviourStats.build(events, tmp_path / "behaviour")
     info = stats.info()
     assert (info.baskets, info.items) == (21_752, 4_280)

@@ -184,9 +184,18 @@ def test_query_sets_have_evidence(example_events) -> None:
 
 
 def test_registry_names() -> None:
+    from semassoc.behaviour.weightings import METRICS
+    from semassoc.cli.options import MetricChoice, ModeChoice
+
     names = set(methods.available_methods())
     assert {"popularity", "similar", "related", "related-fusion", "hybrid-naive", "count x log-lift"} <= names
-    assert {f"complements --metric {m}" for m in methods.BEHAVIOUR_WEIGHTINGS} <= names
+    # every behaviour method ranks by a weighting the library has, and is named as the CLI option producing it
+    assert set(methods.BEHAVIOUR_WEIGHTINGS) <= set(METRICS)
+    choices = {"metric": {c.value for c in MetricChoice}, "mode": {c.value for c in ModeChoice}}
+    for name in names | set(methods.available_user_methods()):
+        for option in name.split(" --")[1:]:
+            flag, value = option.split(" ", 1)
+            assert value in choices[flag], name
     assert set(methods.BATCH_METHODS) <= names
     assert "recommend" in methods.available_user_methods()
     with pytest.raises(InvalidInput, match="unknown method"):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -22,16 +21,9 @@ from semassoc.behaviour.events import (
 )
 from semassoc.errors import InvalidInput
 
+from .conftest import require_shared
 
-def shared_data() -> Path:
-    env = os.environ.get("SEMASSOC_SHARED_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-ONLINE_RETAIL = shared_data() / "online_retail" / "online_retail_II_2009-2010.parquet"
-needs_online_retail = pytest.mark.skipif(
-    not ONLINE_RETAIL.is_file(), reason=f"shared data not found at {ONLINE_RETAIL} (set SEMASSOC_SHARED_DATA)"
-)
+ONLINE_RETAIL = "online_retail/online_retail_II_2009-2010.parquet"
 
 
 def write(path: Path, text: str) -> Path:
@@ -233,9 +225,8 @@ def test_concat_merges_vocabularies_and_baskets() -> None:
     assert joined.sources == ("<memory>", "<memory>")
 
 
-@needs_online_retail
 def test_online_retail_cleaning_on_real_file() -> None:
-    events = load_events(ONLINE_RETAIL, filters=EventFilters.online_retail())
+    events = load_events(require_shared(ONLINE_RETAIL), filters=EventFilters.online_retail())
     assert events.rows_read == 525_461
     assert events.skipped.rows == 0
     # quantity <= 0 covers almost every cancellation line; one cancellation has a positive quantity

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from collections import Counter
 from pathlib import Path
 
@@ -15,17 +14,7 @@ from semassoc.behaviour.events import events_from_baskets
 from semassoc.behaviour.rules import Rule, item_frequencies, mine_rules, write_rules
 from semassoc.errors import InvalidInput
 
-
-def shared_data() -> Path:
-    env = os.environ.get("SEMASSOC_SHARED_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-GROCERIES = shared_data() / "groceries"
-needs_groceries = pytest.mark.skipif(
-    not (GROCERIES / "groceries_basket.csv").is_file(),
-    reason=f"Groceries data not found under {GROCERIES} (set SEMASSOC_SHARED_DATA)",
-)
+from .conftest import require_shared
 
 TINY = [["a", "b", "c"], ["a", "b"], ["a", "c"], ["b", "d"]]
 
@@ -105,9 +94,13 @@ def test_writers_round_trip(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------------------ arules Groceries
 
 
+def groceries_dir() -> Path:
+    return require_shared("groceries/groceries_basket.csv").parent
+
+
 @pytest.fixture(scope="module")
 def groceries() -> list[list[str]]:
-    with (GROCERIES / "groceries_basket.csv").open(encoding="utf-8", newline="") as fh:
+    with (groceries_dir() / "groceries_basket.csv").open(encoding="utf-8", newline="") as fh:
         return [row for row in csv.reader(fh)]
 
 
@@ -117,11 +110,10 @@ def parse_itemset(text: str) -> tuple[str, ...]:
 
 
 def reference_rules(name: str) -> dict[tuple[tuple[str, ...], tuple[str, ...]], dict[str, str]]:
-    with (GROCERIES / "reference" / name).open(encoding="utf-8", newline="") as fh:
+    with (groceries_dir() / "reference" / name).open(encoding="utf-8", newline="") as fh:
         return {(parse_itemset(r["lhs"]), parse_itemset(r["rhs"])): r for r in csv.DictReader(fh)}
 
 
-@needs_groceries
 @pytest.mark.parametrize(
     ("support", "confidence", "min_len", "expected", "lengths"),
     [
@@ -148,7 +140,6 @@ def test_groceries_rules_equal_arules(
             assert getattr(rule, metric) == pytest.approx(float(row[metric]), abs=1e-9, rel=0), (key, metric)
 
 
-@needs_groceries
 def test_groceries_top_rules_by_lift(groceries: list[list[str]]) -> None:
     rules = mine_rules(groceries, 0.001, 0.5)
     top = rules[0]
@@ -163,9 +154,8 @@ def test_groceries_top_rules_by_lift(groceries: list[list[str]]) -> None:
     assert (lantz.lhs, lantz.rhs, lantz.count) == (("herbs",), ("root vegetables",), 69)
 
 
-@needs_groceries
 def test_groceries_item_frequencies(groceries: list[list[str]]) -> None:
-    with (GROCERIES / "reference" / "item_frequencies.csv").open(encoding="utf-8", newline="") as fh:
+    with (groceries_dir() / "reference" / "item_frequencies.csv").open(encoding="utf-8", newline="") as fh:
         reference = {r["item"]: (int(r["count"]), float(r["support"])) for r in csv.DictReader(fh)}
     mine = item_frequencies(groceries)
     assert len(mine) == len(reference) == 169
