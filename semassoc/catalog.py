@@ -129,9 +129,16 @@ class CatalogColumns:
         try:
             raw = path.read_text(encoding="utf-8")
             data = json.loads(raw) if path.suffix.lower() == ".json" else tomllib.loads(raw)
+        except UnicodeDecodeError as exc:
+            byte = exc.object[exc.start]
+            raise InvalidInput(f"{path}: the column mapping is not UTF-8 text (byte 0x{byte:02x})") from None
         except (OSError, ValueError) as exc:
-            raise InvalidInput(f"{path}: cannot read column mapping: {exc}") from exc
+            raise InvalidInput(f"{path}: cannot read column mapping: {exc}") from None
+        if not isinstance(data, dict):
+            raise InvalidInput(f"{path}: a column mapping is a table of field = column, not {type(data).__name__}")
         data = data.get("columns", data)
+        if not isinstance(data, dict) or not all(isinstance(v, str) and v for v in data.values()):
+            raise InvalidInput(f'{path}: a column mapping maps each field to a column name (text), e.g. id = "sku"')
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

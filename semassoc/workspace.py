@@ -95,8 +95,11 @@ class Workspace:
         ...     print(ws.manifest.products)
     """
 
-    def __init__(self, path: Path, manifest: Manifest, *, writer: bool, store_client: Any = None) -> None:
+    def __init__(
+        self, path: Path, manifest: Manifest, *, writer: bool, store_client: Any = None, api_key: str | None = None
+    ) -> None:
         self.path = path
+        self._api_key = api_key  # from the --qdrant-url of this run; never stored
         self.manifest = manifest
         self.writer = writer
         self._store: VectorStore | None = None
@@ -121,8 +124,9 @@ class Workspace:
         if not manifest_path.is_file():
             raise NotFound(f"no semassoc workspace at {root} (run `semassoc index CATALOG` first, or pass --workspace)")
         manifest = Manifest.read(manifest_path)
-        _check_store_location(manifest.store, qdrant_url or os.environ.get(ENV_QDRANT_URL), root)
-        return cls(root, manifest, writer=writer, store_client=store_client)
+        url, api_key = _public_url(qdrant_url or os.environ.get(ENV_QDRANT_URL))
+        _check_store_location(manifest.store, url, root)
+        return cls(root, manifest, writer=writer, store_client=store_client, api_key=api_key)
 
     @classmethod
     def create_or_open(
@@ -137,9 +141,10 @@ class Workspace:
     ) -> Workspace:
         """Open a workspace for writing, creating it (with the given store settings) when it does not exist."""
         root = resolve_workspace_path(path)
-        url = qdrant_url or os.environ.get(ENV_QDRANT_URL)
+        given = qdrant_url or os.environ.get(ENV_QDRANT_URL)
+        url, api_key = _public_url(given)  # the manifest keeps the URL without credentials
         if (root / MANIFEST).is_file():
-            ws = cls.open(root, qdrant_url=url, store_client=store_client, writer=True)
+            ws = cls.open(root, qdrant_url=given, store_client=store_client, writer=True)
             if collection and collection != ws.manifest.store.collection:
                 ws.close()
                 raise InvalidInput(
@@ -147,19 +152,27 @@ class Workspace:
                     "use another --workspace for another collection"
                 )
             return ws
+        if root.exists() and not root.is_dir():
+            raise InvalidInput(f"{root} is a file, not a workspace directory; choose another --workspace")
         # A lock file alone is what a first run that failed before writing its manifest leaves behind.
         if root.exists() and any(entry.name != "lock" for entry in root.iterdir()):
             raise InvalidInput(f"{root} exists and is not a semassoc workspace; choose another --workspace")
-        root.mkdir(parents=True, exist_ok=True)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InvalidInput(f"cannot create the workspace {root}: {exc.strerror or exc}") from None
         settings = StoreSettings(
             url=url, collection=collection or "semassoc_products", shards=shards, replicas=replicas
         )
-        ws = cls(root, Manifest(store=settings), writer=True, store_client=store_client)
+        ws = cls(root, Manifest(store=settings), writer=True, store_client=store_client, api_key=api_key)
         return ws
 
     def _lock(self) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
-        handle = (self.path / "lock").open("a")
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            handle = (self.path / "lock").open("a")
+        except OSError as exc:  # a read-only file system, no permission
+            raise InvalidInput(f"cannot write to the workspace {self.path}: {exc.strerror or exc}") from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -181,7 +194,7 @@ class Workspace:
                 self._store = RemoteStore(
                     settings.url,
                     collection=settings.collection,
-                    api_key=os.environ.get(ENV_QDRANT_API_KEY),
+                    api_key=self._api_key or os.environ.get(ENV_QDRANT_API_KEY),
                     shards=settings.shards,
                     replicas=settings.replicas,
                     client=self._store_client,
@@ -228,6 +241,15 @@ class Workspace:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _public_url(url: str | None) -> tuple[str | None, str | None]:
+    """A ``--qdrant-url`` without its credentials (checked), and the API key it carried."""
+    if url is None:
+        return None, None
+    from semassoc.store.location import split_qdrant_url
+
+    return split_qdrant_url(url)
 
 
 def _check_store_location(settings: StoreSettings, url: str | None, root: Path) -> None:

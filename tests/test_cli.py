@@ -137,7 +137,10 @@ def test_metric_choices_are_the_library_weightings():
 def test_terminal_text_from_data_is_escaped():
     from semassoc.cli.output import safe
 
-    assert safe("[bold]mug[/]\x1b[31m red\x1b]0;title\x07\x07\x9b") == "\\[bold]mug\\[/] red"
+    # shown escaped, not stripped: two ids that differ only by a control character stay distinguishable
+    assert safe("[bold]mug[/]\x1b[31m red\x1b]0;title\x07\x07\x9b") == (
+        "\\[bold]mug\\[/]\\x1b[31m red\\x1b]0;title\\x07\\x07\\x9b"
+    )
 
 
 def test_weights_and_presets_are_parsed_by_the_library():

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -200,6 +201,10 @@ class EventFilters:
         )
 
 
+_MAX_DAYS = 1_000_000_000 // 1000
+_MAX_MINUTES = _MAX_DAYS * 24 * 60
+
+
 @dataclass(frozen=True)
 class LoadOptions:
     """How to read an events file: everything ``load_events`` takes, as one value that can live in a manifest.
@@ -214,6 +219,15 @@ class LoadOptions:
     filters: EventFilters = field(default_factory=EventFilters)
     on_error: Literal["strict", "skip"] = "strict"
     delimiter: str | None = None
+
+    def __post_init__(self) -> None:
+        # Bounds that a timedelta can hold (about 2.7 million years): an absurd value is bad input, not an overflow.
+        gap = self.session_gap_minutes
+        if not (isinstance(gap, int | float) and math.isfinite(gap) and 0 < gap <= _MAX_MINUTES):
+            raise InvalidInput(f"session gap must be more than 0 and at most {_MAX_MINUTES:,} minutes, not {gap!r}")
+        life = self.half_life_days
+        if life is not None and not (isinstance(life, int | float) and math.isfinite(life) and 0 < life <= _MAX_DAYS):
+            raise InvalidInput(f"half-life must be more than 0 and at most {_MAX_DAYS:,} days, not {life!r}")
 
     def load(self, path: str | Path) -> Events:
         """Read one events file with these options."""

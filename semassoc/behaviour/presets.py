@@ -66,6 +66,7 @@ def load_options(
     exclude_pattern: str | None = None,
     keep_nonpositive: bool = False,
     on_error: str = "strict",
+    delimiter: str | None = None,
 ) -> LoadOptions:
     """One :class:`LoadOptions` from option values; ``columns`` are item, basket, user, timestamp, event type and
     quantity column names in that order (None: detected)."""
@@ -85,4 +86,5 @@ def load_options(
             keep_nonpositive=keep_nonpositive,
         ),
         on_error=mode,
+        delimiter=delimiter,
     )

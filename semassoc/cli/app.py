@@ -9,16 +9,54 @@ or usage.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import typer
+from typer.core import TyperGroup
+
+try:  # recent typer ships its own copy of click
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError
+except ImportError:  # pragma: no cover - older typer uses click itself
+    from click.exceptions import ClickException, NoArgsIsHelpError  # type: ignore[no-redef]
 
 from semassoc.cli import behaviour, evaluate, index, query, related, train
 from semassoc.cli.output import error
 from semassoc.errors import SemassocError
 
+
+class _OneLineErrors(TyperGroup):
+    """The root command group: a usage error (bad option value, unknown option, missing argument) is one line on
+    stderr with exit code 2, like every other error, instead of click's framed usage text."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except NoArgsIsHelpError as exc:
+            exc.show()  # `semassoc` alone, or a group without its command: the help text is the answer
+            sys.exit(exc.exit_code)
+        except ClickException as exc:
+            where = f" (see '{exc.ctx.command_path} --help')" if getattr(exc, "ctx", None) is not None else ""
+            error(f"{exc.format_message()}{where}")
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            error("aborted")
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(
+    cls=_OneLineErrors,
     name="semassoc",
     help="Semantic product association: related products from product text (Qdrant) and shopping behaviour.",
     no_args_is_help=True,

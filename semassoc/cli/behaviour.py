@@ -15,6 +15,7 @@ from semassoc.cli.options import (
     Brand,
     CancelPrefix,
     Category,
+    Delimiter,
     EventsFiles,
     Exclude,
     ExcludeItems,
@@ -86,6 +87,7 @@ def build(
     exclude_pattern: ExcludePattern = None,
     keep_nonpositive: KeepNonPositive = False,
     on_error: OnError = OnErrorChoice.strict,
+    delimiter: Delimiter = None,
     as_json: AsJson = False,
 ) -> None:
     """Count what is bought together in events files (replaces earlier statistics).
@@ -108,6 +110,7 @@ def build(
         exclude_pattern,
         keep_nonpositive,
         on_error,
+        delimiter,
     )
     report = api.build_behavior(
         events,
@@ -218,6 +221,7 @@ def rules(
     exclude_pattern: ExcludePattern = None,
     keep_nonpositive: KeepNonPositive = False,
     on_error: OnError = OnErrorChoice.strict,
+    delimiter: Delimiter = None,
     as_json: AsJson = False,
 ) -> None:
     """Mine association rules of any length (arules semantics) and show the top ones.
@@ -240,6 +244,7 @@ def rules(
         exclude_pattern,
         keep_nonpositive,
         on_error,
+        delimiter,
     )
     report = api.rules(
         events,

@@ -10,7 +10,7 @@ import typer
 from semassoc import api
 from semassoc.catalog import CatalogColumns
 from semassoc.cli import output
-from semassoc.cli.options import AsJson, Device, Model, OnErrorChoice, QdrantUrl, Workspace
+from semassoc.cli.options import AsJson, Delimiter, Device, Model, OnErrorChoice, QdrantUrl, Workspace
 from semassoc.cli.output import safe
 
 
@@ -40,6 +40,7 @@ def index(
     columns_file: Annotated[
         Path | None, typer.Option("--columns", help="TOML/JSON file mapping fields to columns ([columns] id = ...).")
     ] = None,
+    delimiter: Delimiter = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Encoder batch size.")] = 64,
     optimize: Annotated[
         bool, typer.Option("--optimize", help="Build the HNSW index afterwards (faster queries on big catalogs).")
@@ -69,6 +70,7 @@ def index(
             workspace=workspace,
             columns=columns,
             on_error=on_error.mode,
+            delimiter=delimiter,
             model=model,
             prompts=prompts,
             replace=replace,

@@ -90,7 +90,7 @@ Workspace = Annotated[
     typer.Option("--workspace", "-w", envvar=ENV_WORKSPACE, help="Workspace directory [default: ./.semassoc]."),
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object per line instead of a table.")]
-TopK = Annotated[int, typer.Option("--k", "-k", min=1, help="How many products to return.")]
+TopK = Annotated[int, typer.Option("--k", "-k", min=1, max=100_000, help="How many products to return.")]
 QdrantUrl = Annotated[
     str | None,
     typer.Option("--qdrant-url", envvar=ENV_QDRANT_URL, help="Qdrant server/cluster URL [default: embedded store]."),
@@ -170,6 +170,9 @@ ExcludeItems = Annotated[
 ]
 ExcludePattern = Annotated[str | None, typer.Option("--exclude-pattern", help="Regex of product ids to drop.")]
 KeepNonPositive = Annotated[bool, typer.Option("--keep-nonpositive", help="Keep rows with quantity <= 0.")]
+Delimiter = Annotated[
+    str | None, typer.Option("--delimiter", help="CSV delimiter [default: detected among , ; tab |].")
+]
 OnError = Annotated[
     OnErrorChoice, typer.Option("--on-error", help="strict: any bad row stops the run; skip: drop bad rows, list them.")
 ]
@@ -191,6 +194,7 @@ def load_options(
     exclude_pattern: str | None,
     keep_nonpositive: bool,
     on_error: OnErrorChoice,
+    delimiter: str | None = None,
 ) -> LoadOptions:
     """The events options as given on the command line, handed to the library (which parses and checks them)."""
     from semassoc.behaviour import presets
@@ -206,4 +210,5 @@ def load_options(
         exclude_pattern=exclude_pattern,
         keep_nonpositive=keep_nonpositive,
         on_error=on_error.mode,
+        delimiter=delimiter,
     )

@@ -1,8 +1,9 @@
 """The one place the command line prints: tables, JSON lines, summaries, progress bars, error lines.
 
 Every value that comes from data (product ids, titles, file names, messages quoting a row) goes through
-:func:`safe` before it reaches the terminal: control characters and ANSI escape sequences are stripped and rich
-markup is escaped, so a catalog cannot recolour, move or clear the user's terminal.
+:func:`safe` before it reaches the terminal: control characters, ANSI escape sequences, bidirectional overrides and
+lone surrogates are shown escaped and rich markup is escaped, so a catalog cannot recolour, move or clear the user's
+terminal, forge a link, or crash a table. ``--json`` output stays exact JSON.
 """
 
 from __future__ import annotations
@@ -16,25 +17,46 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from semassoc.results import ScoredItem
 
-out = Console()
-err = Console(stderr=True)
+# emoji=False: ":abc:" in a product id or a message must print as typed, not as an emoji.
+out = Console(emoji=False)
+err = Console(stderr=True, emoji=False)
 
-# ANSI CSI / OSC sequences first (so their parameters go too), then any other C0/C1 control character but tab.
-_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-_]")
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+# Characters that must not reach a terminal as they are: C0/C1 controls (ESC starts ANSI sequences, CR/BS overwrite
+# what was printed, a newline would split a one-line message), DEL, bidirectional overrides (which reorder what is
+# shown) and lone surrogates (which cannot be encoded at all). They are shown escaped: \x1b, \u202e...
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+# In JSON, C0 controls are escaped by json.dumps already; these are what it leaves raw with ensure_ascii=False.
+_UNSAFE_JSON = re.compile("[\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
+def _escaped(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def _json_escaped(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
+
+
+def plain(value: object) -> str:
+    """``value`` as text that a terminal shows literally: control characters, ANSI escapes, bidirectional
+    overrides and lone surrogates written as escapes (``\\x1b[31m`` prints as those 8 characters)."""
+    return _UNSAFE.sub(_escaped, str(value))
 
 
 def safe(value: object) -> str:
-    """``value`` as text that prints literally: no control characters, no ANSI sequences, markup escaped."""
-    return escape(_CONTROL.sub("", _ANSI.sub("", str(value))))
+    """:func:`plain`, with rich markup escaped too: for text printed through rich (``[/]`` prints as ``[/]``)."""
+    return escape(plain(value))
 
 
 def json_line(data: Mapping[str, Any] | Any) -> None:
-    """One JSON object on its own stdout line."""
-    sys.stdout.write(json.dumps(data, ensure_ascii=False) + "\n")
+    """One JSON object on its own stdout line: exact JSON (every string decodes back to the data), with the
+    characters a terminal would act on written as ``\\u`` escapes."""
+    sys.stdout.write(_UNSAFE_JSON.sub(_json_escaped, json.dumps(data, ensure_ascii=False)) + "\n")
 
 
 def say(message: str) -> None:
@@ -67,12 +89,13 @@ def table(
     rows: Iterable[Sequence[object]],
     show_header: bool = True,
 ) -> None:
-    """A table on stdout; the title and every cell are made :func:`safe`."""
-    t = Table(title=safe(title), title_justify="left", expand=False, show_header=show_header)
+    """A table on stdout; the title and every cell are :func:`plain` text (escaped, never read as markup)."""
+    # Cells are Text, never markup: "[/]" or a trailing backslash in data prints exactly as it is.
+    t = Table(title=Text(plain(title)), title_justify="left", expand=False, show_header=show_header)
     for name, options in columns:
         t.add_column(name, **options)
     for row in rows:
-        t.add_row(*(safe(cell) for cell in row))
+        t.add_row(*(Text(plain(cell)) for cell in row))
     out.print(t)
 
 

@@ -69,9 +69,17 @@ def read_ids(path: str | Path) -> list[str]:
     """Ids from a file: one per line, or the first column of a CSV (a header named ``*id`` is skipped)."""
     path = Path(path)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        data = path.read_bytes()
     except OSError as exc:
         raise InvalidInput(f"{path}: cannot read the id list: {exc.strerror or exc}") from None
+    try:
+        lines = data.decode("utf-8-sig").splitlines()
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise InvalidInput(
+            f"{path}: row {line}: not valid UTF-8 text (byte 0x{data[exc.start]:02x}); an id list is a text file, "
+            "one id per line"
+        ) from None
     ids = [line.split(",")[0].strip().strip('"') for line in lines]
     if ids and ids[0].lower().replace(" ", "_").endswith("id"):
         ids = ids[1:]

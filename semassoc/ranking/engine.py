@@ -34,11 +34,14 @@ from semassoc.text.encoder import Encoder, LazyEncoder
 from semassoc.text.prompts import PromptSet
 from semassoc.workspace import Workspace
 
+#: Longest result list: beyond it a list is no longer a recommendation, and k must fit the store's and numpy's integers.
+MAX_K = 100_000
+
 
 def check_k(k: int) -> None:
-    """Refuse a non-positive list length."""
-    if k < 1:
-        raise InvalidInput(f"--k must be at least 1, not {k}")
+    """Refuse a list length below 1 or above ``MAX_K``."""
+    if not 1 <= k <= MAX_K:
+        raise InvalidInput(f"--k must be between 1 and {MAX_K:,}, not {k}")
 
 
 def text_item(hit: Hit, explanation: str | None = None) -> ScoredItem:

@@ -19,6 +19,7 @@ from semassoc.store.base import (
     _stored,
     point_id,
 )
+from semassoc.store.location import split_qdrant_url
 
 
 class RemoteStore:
@@ -47,6 +48,8 @@ class RemoteStore:
         from qdrant_client import QdrantClient, models
 
         self._models = models
+        url, url_key = split_qdrant_url(url)  # messages and reports never show credentials
+        api_key = api_key or url_key
         self.location = url
         self.collection = collection
         self.shards = shards
@@ -56,7 +59,8 @@ class RemoteStore:
             if url == ":memory:":
                 client = QdrantClient(location=":memory:")
             else:
-                client = QdrantClient(url=url, api_key=api_key, timeout=int(timeout))
+                # No version check: against an unreachable server it only adds a warning before the one-line error.
+                client = QdrantClient(url=url, api_key=api_key, timeout=int(timeout), check_compatibility=False)
         self._client = client
         self._dim: int | None = None
         try:

@@ -12,7 +12,7 @@ import os
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -97,6 +97,39 @@ def read_max_seq_length(model: str | None) -> int | None:
         return None
 
 
+#: Devices ``--device`` accepts (torch's names): a typo fails at once, before anything is read or loaded.
+_DEVICE = re.compile(r"cpu|cuda(:\d{1,3})?|mps|xpu(:\d{1,3})?")
+#: Largest vector Qdrant stores (and a sane bound for a hashing baseline).
+MAX_HASHING_DIM = 65_536
+
+
+def check_device(device: str | None) -> None:
+    """Refuse a ``--device`` that is not one of cpu, cuda, cuda:N, mps, xpu, xpu:N.
+
+    Raises:
+        InvalidInput: an unknown device name.
+    """
+    if device is not None and not _DEVICE.fullmatch(device):
+        raise InvalidInput(f"--device {device!r}: unknown device; use cpu, cuda, cuda:N, mps or xpu")
+
+
+def check_device_available(device: str, torch: Any) -> None:
+    """Refuse a device this machine does not have (asked for explicitly, e.g. ``cuda:1`` on a CPU-only machine)."""
+    check_device(device)
+    kind, _, number = device.partition(":")
+    index = int(number or 0)
+    if kind == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if index >= count:
+            raise InvalidInput(f"--device {device}: not available (this machine has {count} CUDA device(s))")
+    elif kind == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise InvalidInput(f"--device {device}: not available on this machine")
+    elif kind == "xpu":
+        count = torch.xpu.device_count() if hasattr(torch, "xpu") and torch.xpu.is_available() else 0
+        if index >= count:
+            raise InvalidInput(f"--device {device}: not available (this machine has {count} XPU device(s))")
+
+
 def load_encoder(model: str | None = None, *, device: str | None = None) -> Encoder:
     """Load an encoder by ``--model`` value (see :func:`resolve_model`); ``hashing:DIM`` is a HashingEncoder."""
     encoder_id, target = resolve_model(model)
@@ -116,6 +149,7 @@ class LazyEncoder:
     """
 
     def __init__(self, model: str | None = None, *, device: str | None = None) -> None:
+        check_device(device)
         self.model = model
         self.device = device
         self.id, _ = resolve_model(model)
@@ -163,10 +197,11 @@ class SentenceTransformerEncoder:
 
         transformers_logging.disable_progress_bar()  # no "Loading weights" bar in the middle of CLI output
 
-        if device is None:
-            import torch
+        import torch
 
+        if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
+        check_device_available(device, torch)
         try:
             self.model = SentenceTransformer(target, device=device)
         except (OSError, ValueError) as exc:
@@ -205,8 +240,8 @@ class HashingEncoder:
     """
 
     def __init__(self, dim: int = 64) -> None:
-        if dim < 2:
-            raise InvalidInput(f"hashing encoder dimension must be at least 2, not {dim}")
+        if not 2 <= dim <= MAX_HASHING_DIM:
+            raise InvalidInput(f"hashing encoder dimension must be between 2 and {MAX_HASHING_DIM:,}, not {dim}")
         self.dim = dim
         self.id = f"hashing:{dim}"
         self.max_seq_length = 256

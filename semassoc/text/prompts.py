@@ -147,14 +147,22 @@ class PromptSet:
     @classmethod
     def load(cls, directory: str | Path | None = None) -> PromptSet:
         """Load ``document.txt``, ``query.txt`` and ``history.txt`` from ``directory`` (default: the bundled ones)."""
-        directory = Path(directory) if directory is not None else default_prompts_dir()
+        # Absolute, so that the path stored in a workspace manifest means the same from any working directory.
+        directory = Path(directory).expanduser().resolve() if directory is not None else default_prompts_dir()
         texts: dict[str, str] = {}
         for role, filename in TEMPLATE_FILES.items():
             path = directory / filename
             try:
-                texts[role] = path.read_text(encoding="utf-8")
+                data = path.read_bytes()
             except OSError as exc:
                 raise InvalidInput(f"{path}: cannot read {role} template: {exc.strerror or exc}") from None
+            try:
+                texts[role] = data.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                line = data.count(b"\n", 0, exc.start) + 1
+                raise InvalidInput(
+                    f"{path}: row {line}: the {role} template is not UTF-8 text (byte 0x{data[exc.start]:02x})"
+                ) from None
         digest = hashlib.sha256(
             "\0".join(f"{role}\0{texts[role]}" for role in sorted(texts)).encode("utf-8")
         ).hexdigest()[:16]
