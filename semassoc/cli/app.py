@@ -88,28 +88,28 @@ def errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]  # functools.wraps keeps the signature Typer reads
 
 
-def _command(target: typer.Typer, fn: Callable[..., Any], name: str | None = None) -> None:
-    target.command(name)(errors(fn))
-
-
-# In the order of `semassoc --help`.
-_command(app, index.index)
-_command(app, query.similar)
-_command(app, query.search)
-_command(app, index.remove)
-_command(app, index.info)
-_command(behavior_app, behaviour.build, "build")
-_command(behavior_app, behaviour.update, "update")
+# (group, command function, name), in the order of `semassoc --help` (Typer lists the two groups last).
+_COMMANDS: list[tuple[typer.Typer, Callable[..., Any], str | None]] = [
+    (app, index.index, None),
+    (app, query.similar, None),
+    (app, query.search, None),
+    (app, index.remove, None),
+    (app, index.info, None),
+    (behavior_app, behaviour.build, "build"),
+    (behavior_app, behaviour.update, "update"),
+    (app, behaviour.complements, None),
+    (app, related.related, None),
+    (app, related.recommend, None),
+    (app, behaviour.rules, None),
+    (batch_app, related.batch_related, "related"),
+    (batch_app, related.batch_recommend, "recommend"),
+    (app, evaluate.evaluate, None),
+    (app, train.train, None),
+]
+for group, function, name in _COMMANDS:
+    group.command(name)(errors(function))
 app.add_typer(behavior_app, name="behavior")
-_command(app, behaviour.complements)
-_command(app, related.related)
-_command(app, related.recommend)
-_command(app, behaviour.rules)
-_command(batch_app, related.batch_related, "related")
-_command(batch_app, related.batch_recommend, "recommend")
 app.add_typer(batch_app, name="batch")
-_command(app, evaluate.evaluate)
-_command(app, train.train)
 
 
 def main() -> None:

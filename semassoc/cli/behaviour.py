@@ -8,42 +8,25 @@ from typing import Annotated
 import typer
 
 from semassoc import api
+from semassoc.behaviour.event_options import LoadOptions
 from semassoc.cli import output
 from semassoc.cli.options import (
+    ANY_PRODUCT,
+    READ_EVENTS,
     AsJson,
-    BasketColumn,
-    Brand,
-    CancelPrefix,
-    Category,
-    Delimiter,
     EventsFiles,
-    Exclude,
-    ExcludeItems,
-    ExcludePattern,
-    HalfLife,
-    InStock,
-    ItemColumn,
-    KeepNonPositive,
-    MaxPrice,
     MetricChoice,
-    MinPrice,
-    OnError,
     OnErrorChoice,
-    Preset,
     QdrantUrl,
-    QuantityColumn,
     RuleSortChoice,
-    SessionGap,
-    TimeColumn,
     TopK,
-    TypeColumn,
-    UserColumn,
-    Weights,
     Workspace,
-    load_options,
-    product_filter,
+    delimited_events_options,
+    filter_options,
+    weighted_events_options,
 )
 from semassoc.cli.output import safe
+from semassoc.store.base import ProductFilter
 
 
 def _print_behavior(report: api.BehaviorReport, as_json: bool, verb: str) -> None:
@@ -61,6 +44,7 @@ def _print_behavior(report: api.BehaviorReport, as_json: bool, verb: str) -> Non
         output.problems(f"[yellow]skipped {report.skipped_rows} bad rows[/], first ones:", report.skipped)
 
 
+@weighted_events_options
 def build(
     events: EventsFiles,
     workspace: Workspace = None,
@@ -72,46 +56,13 @@ def build(
     event_type: Annotated[
         list[str] | None, typer.Option("--event-type", help="Count only this event type (repeatable).")
     ] = None,
-    item_column: ItemColumn = None,
-    basket_column: BasketColumn = None,
-    user_column: UserColumn = None,
-    timestamp_column: TimeColumn = None,
-    event_type_column: TypeColumn = None,
-    quantity_column: QuantityColumn = None,
-    session_gap: SessionGap = 30.0,
-    weight: Weights = None,
-    half_life: HalfLife = None,
-    preset: Preset = None,
-    cancellation_prefix: CancelPrefix = None,
-    exclude_items: ExcludeItems = None,
-    exclude_pattern: ExcludePattern = None,
-    keep_nonpositive: KeepNonPositive = False,
-    on_error: OnError = OnErrorChoice.strict,
-    delimiter: Delimiter = None,
+    options: LoadOptions = READ_EVENTS,
     as_json: AsJson = False,
 ) -> None:
     """Count what is bought together in events files (replaces earlier statistics).
 
     Example: semassoc behavior build examples/online_retail/invoices.parquet --preset online-retail
     """
-    options = load_options(
-        item_column,
-        basket_column,
-        user_column,
-        timestamp_column,
-        event_type_column,
-        quantity_column,
-        session_gap,
-        weight,
-        half_life,
-        preset,
-        cancellation_prefix,
-        exclude_items,
-        exclude_pattern,
-        keep_nonpositive,
-        on_error,
-        delimiter,
-    )
     report = api.build_behavior(
         events,
         workspace=workspace,
@@ -140,6 +91,7 @@ def update(
     _print_behavior(report, as_json, "updated")
 
 
+@filter_options
 def complements(
     product_id: Annotated[str, typer.Argument(help="The product to find bought-together products for.")],
     workspace: Workspace = None,
@@ -148,12 +100,7 @@ def complements(
         MetricChoice, typer.Option("--metric", help="Rank by lift, count, confidence, npmi, cosine, ...")
     ] = MetricChoice.lift,
     min_count: Annotated[int | None, typer.Option("--min-count", min=1, help="Fewest shared baskets.")] = None,
-    category: Category = None,
-    brand: Brand = None,
-    min_price: MinPrice = None,
-    max_price: MaxPrice = None,
-    in_stock: InStock = False,
-    exclude: Exclude = None,
+    filter: ProductFilter = ANY_PRODUCT,
     qdrant_url: QdrantUrl = None,
     as_json: AsJson = False,
 ) -> None:
@@ -167,7 +114,7 @@ def complements(
         k=k,
         metric=metric.value,
         min_count=min_count,
-        filter=product_filter(category, brand, min_price, max_price, in_stock, exclude),
+        filter=filter,
         qdrant_url=qdrant_url,
     )
     if as_json:
@@ -195,6 +142,7 @@ def complements(
     output.table(f"bought with {product_id} (by {metric.value})", columns, rows)
 
 
+@delimited_events_options
 def rules(
     events: EventsFiles,
     min_support: Annotated[float, typer.Option("--min-support", min=0.0, max=1.0, help="Share of baskets.")] = 0.01,
@@ -208,44 +156,13 @@ def rules(
         RuleSortChoice, typer.Option("--sort", help="lift, confidence, support, count or coverage.")
     ] = RuleSortChoice.lift,
     top: Annotated[int, typer.Option("--top", min=0, help="Rules shown in the table.")] = 20,
-    item_column: ItemColumn = None,
-    basket_column: BasketColumn = None,
-    user_column: UserColumn = None,
-    timestamp_column: TimeColumn = None,
-    event_type_column: TypeColumn = None,
-    quantity_column: QuantityColumn = None,
-    session_gap: SessionGap = 30.0,
-    preset: Preset = None,
-    cancellation_prefix: CancelPrefix = None,
-    exclude_items: ExcludeItems = None,
-    exclude_pattern: ExcludePattern = None,
-    keep_nonpositive: KeepNonPositive = False,
-    on_error: OnError = OnErrorChoice.strict,
-    delimiter: Delimiter = None,
+    options: LoadOptions = READ_EVENTS,
     as_json: AsJson = False,
 ) -> None:
     """Mine association rules of any length (arules semantics) and show the top ones.
 
     Example: semassoc rules examples/online_retail/invoices.parquet --preset online-retail --min-support 0.01
     """
-    options = load_options(
-        item_column,
-        basket_column,
-        user_column,
-        timestamp_column,
-        event_type_column,
-        quantity_column,
-        session_gap,
-        None,
-        None,
-        preset,
-        cancellation_prefix,
-        exclude_items,
-        exclude_pattern,
-        keep_nonpositive,
-        on_error,
-        delimiter,
-    )
     report = api.rules(
         events,
         options=options,

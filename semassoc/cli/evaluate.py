@@ -9,26 +9,14 @@ from typing import Annotated, Any
 import typer
 
 from semassoc import api
+from semassoc.behaviour.event_options import LoadOptions
 from semassoc.catalog import CatalogColumns
 from semassoc.cli import output
 from semassoc.cli.options import (
-    BasketColumn,
-    CancelPrefix,
-    ExcludeItems,
-    ExcludePattern,
-    ItemColumn,
-    KeepNonPositive,
+    READ_EVENTS,
     Model,
-    OnError,
-    OnErrorChoice,
-    Preset,
-    QuantityColumn,
-    SessionGap,
-    TimeColumn,
     TruthChoice,
-    TypeColumn,
-    UserColumn,
-    load_options,
+    events_options,
 )
 from semassoc.cli.output import safe
 from semassoc.errors import InvalidInput, NotFound
@@ -38,6 +26,7 @@ def _metric_cell(value: Any) -> str:
     return "" if value is None else (f"{value.mean:.3f}" + ("" if value.se is None else f" ±{value.se:.3f}"))
 
 
+@events_options
 def evaluate(
     catalog: Annotated[Path, typer.Argument(help="Catalog file (fully indexed): .csv, .tsv, .jsonl or .parquet.")],
     events: Annotated[Path, typer.Argument(help="Events file with timestamps: .csv, .tsv, .jsonl or .parquet.")],
@@ -116,19 +105,7 @@ def evaluate(
     id_column: Annotated[str | None, typer.Option("--id-column", help="Catalog product id column.")] = None,
     title_column: Annotated[str | None, typer.Option("--title-column", help="Catalog title column.")] = None,
     category_column: Annotated[str | None, typer.Option("--category-column", help="Catalog category column.")] = None,
-    item_column: ItemColumn = None,
-    basket_column: BasketColumn = None,
-    user_column: UserColumn = None,
-    timestamp_column: TimeColumn = None,
-    event_type_column: TypeColumn = None,
-    quantity_column: QuantityColumn = None,
-    session_gap: SessionGap = 30.0,
-    preset: Preset = None,
-    cancellation_prefix: CancelPrefix = None,
-    exclude_items: ExcludeItems = None,
-    exclude_pattern: ExcludePattern = None,
-    keep_nonpositive: KeepNonPositive = False,
-    on_error: OnError = OnErrorChoice.strict,
+    options: LoadOptions = READ_EVENTS,
     as_json: Annotated[bool, typer.Option("--json", help="Print the JSON report instead of tables.")] = False,
 ) -> None:
     """Evaluate every method (baselines, text, behaviour, fused, fitted) at temporal cuts, per query set:
@@ -140,23 +117,6 @@ def evaluate(
     from semassoc.evaluation.runner import EvaluationConfig
     from semassoc.evaluation.truth import TruthConfig
 
-    options = load_options(
-        item_column,
-        basket_column,
-        user_column,
-        timestamp_column,
-        event_type_column,
-        quantity_column,
-        session_gap,
-        None,
-        None,
-        preset,
-        cancellation_prefix,
-        exclude_items,
-        exclude_pattern,
-        keep_nonpositive,
-        on_error,
-    )
     try:
         cut = datetime.fromisoformat(split_date) if split_date else None
         cutoffs = tuple(int(k) for k in ks.split(",") if k.strip())

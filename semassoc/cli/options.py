@@ -6,17 +6,20 @@ functions (:class:`ProductFilter`, :func:`semassoc.behaviour.presets.load_option
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable, Sequence
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import Annotated, Any, Literal, TypeVar, get_type_hints
 
 import typer
 
+from semassoc.behaviour.event_options import LoadOptions
 from semassoc.store.base import ProductFilter
 from semassoc.workspace import ENV_QDRANT_URL, ENV_WORKSPACE
 
-if TYPE_CHECKING:
-    from semassoc.behaviour.events import LoadOptions
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 # -- choices ----------------------------------------------------------------------------------------------------
@@ -179,6 +182,7 @@ OnError = Annotated[
 
 
 def load_options(
+    *,
     item_column: str | None,
     basket_column: str | None,
     user_column: str | None,
@@ -186,8 +190,8 @@ def load_options(
     event_type_column: str | None,
     quantity_column: str | None,
     session_gap: float,
-    weight: list[str] | None,
-    half_life: float | None,
+    weight: list[str] | None = None,
+    half_life: float | None = None,
     preset: PresetChoice | None,
     cancellation_prefix: str | None,
     exclude_items: list[str] | None,
@@ -212,3 +216,85 @@ def load_options(
         on_error=on_error.mode,
         delimiter=delimiter,
     )
+
+
+# -- option groups ----------------------------------------------------------------------------------------------
+#: Placeholders for the parameters an option group replaces (a command never receives them).
+ANY_PRODUCT = ProductFilter()
+READ_EVENTS = LoadOptions()
+
+
+def _option(name: str, annotation: Any, default: Any) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default, annotation=annotation)
+
+
+def option_group(target: str, group: Sequence[inspect.Parameter], build: Callable[..., Any]) -> Callable[[F], F]:
+    """A decorator: the command's parameter ``target`` becomes the options ``group`` on the command line (at the same
+    place in ``--help``), and the command receives ``build(**their values)`` as ``target``.
+
+    One definition of a set of options that many commands share; Typer reads the rewritten signature.
+    """
+
+    def decorate(fn: F) -> F:
+        hints = get_type_hints(fn, include_extras=True)
+        parameters: list[inspect.Parameter] = []
+        for parameter in inspect.signature(fn).parameters.values():
+            if parameter.name == target:
+                parameters.extend(group)
+            else:
+                parameters.append(parameter.replace(annotation=hints.get(parameter.name, parameter.annotation)))
+        names = [p.name for p in group]
+
+        @functools.wraps(fn)
+        def command(**values: Any) -> Any:
+            built = build(**{name: values.pop(name) for name in names})
+            return fn(**values, **{target: built})
+
+        command.__signature__ = inspect.Signature(parameters, return_annotation=None)  # type: ignore[attr-defined]
+        command.__annotations__ = {p.name: p.annotation for p in parameters}
+        return command  # type: ignore[return-value]
+
+    return decorate
+
+
+#: ``filter: ProductFilter`` becomes --category, --brand, --min-price, --max-price, --in-stock and --exclude.
+filter_options = option_group(
+    "filter",
+    [
+        _option("category", Category, None),
+        _option("brand", Brand, None),
+        _option("min_price", MinPrice, None),
+        _option("max_price", MaxPrice, None),
+        _option("in_stock", InStock, False),
+        _option("exclude", Exclude, None),
+    ],
+    product_filter,
+)
+
+_COLUMNS = [
+    _option("item_column", ItemColumn, None),
+    _option("basket_column", BasketColumn, None),
+    _option("user_column", UserColumn, None),
+    _option("timestamp_column", TimeColumn, None),
+    _option("event_type_column", TypeColumn, None),
+    _option("quantity_column", QuantityColumn, None),
+    _option("session_gap", SessionGap, 30.0),
+]
+_CLEANING = [
+    _option("preset", Preset, None),
+    _option("cancellation_prefix", CancelPrefix, None),
+    _option("exclude_items", ExcludeItems, None),
+    _option("exclude_pattern", ExcludePattern, None),
+    _option("keep_nonpositive", KeepNonPositive, False),
+    _option("on_error", OnError, OnErrorChoice.strict),
+]
+_WEIGHTS = [_option("weight", Weights, None), _option("half_life", HalfLife, None)]
+
+_DELIMITER = [_option("delimiter", Delimiter, None)]
+
+#: ``options: LoadOptions`` becomes the column, session, cleaning and --on-error options of reading events.
+events_options = option_group("options", [*_COLUMNS, *_CLEANING], load_options)
+#: The same with --delimiter (``rules``).
+delimited_events_options = option_group("options", [*_COLUMNS, *_CLEANING, *_DELIMITER], load_options)
+#: The same with --weight and --half-life too (``behavior build``: event weights matter where behaviour is counted).
+weighted_events_options = option_group("options", [*_COLUMNS, *_WEIGHTS, *_CLEANING, *_DELIMITER], load_options)

@@ -9,32 +9,24 @@ import typer
 from semassoc import api
 from semassoc.cli import output
 from semassoc.cli.options import (
+    ANY_PRODUCT,
     AsJson,
-    Brand,
-    Category,
     Exact,
-    Exclude,
-    InStock,
-    MaxPrice,
-    MinPrice,
     Model,
     QdrantUrl,
     TopK,
     Workspace,
-    product_filter,
+    filter_options,
 )
+from semassoc.store.base import ProductFilter
 
 
+@filter_options
 def similar(
     product_id: Annotated[str, typer.Argument(help="The product to find similar products for.")],
     workspace: Workspace = None,
     k: TopK = 10,
-    category: Category = None,
-    brand: Brand = None,
-    min_price: MinPrice = None,
-    max_price: MaxPrice = None,
-    in_stock: InStock = False,
-    exclude: Exclude = None,
+    filter: ProductFilter = ANY_PRODUCT,
     exact: Exact = False,
     qdrant_url: QdrantUrl = None,
     as_json: AsJson = False,
@@ -47,24 +39,20 @@ def similar(
         product_id,
         workspace=workspace,
         k=k,
-        filter=product_filter(category, brand, min_price, max_price, in_stock, exclude),
+        filter=filter,
         exact=exact,
         qdrant_url=qdrant_url,
     )
     output.items(items, as_json, f"similar to {product_id}")
 
 
+@filter_options
 def search(
     text: Annotated[str, typer.Argument(help="What to look for, in words.")],
     workspace: Workspace = None,
     k: TopK = 10,
     model: Model = None,
-    category: Category = None,
-    brand: Brand = None,
-    min_price: MinPrice = None,
-    max_price: MaxPrice = None,
-    in_stock: InStock = False,
-    exclude: Exclude = None,
+    filter: ProductFilter = ANY_PRODUCT,
     exact: Exact = False,
     qdrant_url: QdrantUrl = None,
     as_json: AsJson = False,
@@ -78,7 +66,7 @@ def search(
         workspace=workspace,
         k=k,
         model=model,
-        filter=product_filter(category, brand, min_price, max_price, in_stock, exclude),
+        filter=filter,
         exact=exact,
         qdrant_url=qdrant_url,
     )

@@ -10,28 +10,25 @@ import typer
 from semassoc import api
 from semassoc.cli import output
 from semassoc.cli.options import (
+    ANY_PRODUCT,
     AsJson,
-    Brand,
-    Category,
     Collapse,
-    Exclude,
-    InStock,
-    MaxPrice,
-    MinPrice,
     ModeChoice,
     ProfileChoice,
     QdrantUrl,
     TopK,
     Workspace,
-    product_filter,
+    filter_options,
     split_ids,
 )
 from semassoc.cli.output import safe
+from semassoc.store.base import ProductFilter
 
 OutFile = Annotated[Path, typer.Option("--out", "-o", help="Output file: .parquet, .jsonl or .csv.")]
 ChunkSize = Annotated[int, typer.Option("--chunk-size", min=1, help="Queries per resumable chunk.")]
 
 
+@filter_options
 def related(
     product_id: Annotated[str, typer.Argument(help="Any product: a bestseller or one added five minutes ago.")],
     workspace: Workspace = None,
@@ -40,12 +37,7 @@ def related(
     ] = ModeChoice.auto,
     k: TopK = 10,
     collapse: Collapse = None,
-    category: Category = None,
-    brand: Brand = None,
-    min_price: MinPrice = None,
-    max_price: MaxPrice = None,
-    in_stock: InStock = False,
-    exclude: Exclude = None,
+    filter: ProductFilter = ANY_PRODUCT,
     qdrant_url: QdrantUrl = None,
     as_json: AsJson = False,
 ) -> None:
@@ -59,12 +51,13 @@ def related(
         mode=mode.value,
         k=k,
         collapse=collapse,
-        filter=product_filter(category, brand, min_price, max_price, in_stock, exclude),
+        filter=filter,
         qdrant_url=qdrant_url,
     )
     output.items(items, as_json, f"related to {product_id} ({mode.value})")
 
 
+@filter_options
 def recommend(
     user_id: Annotated[str | None, typer.Argument(help="The user (omit with --history or --interests).")] = None,
     workspace: Workspace = None,
@@ -84,12 +77,7 @@ def recommend(
             help="vectors: mean of item vectors; text: history through prompts/history.txt and the encoder; mix: both.",
         ),
     ] = ProfileChoice.vectors,
-    category: Category = None,
-    brand: Brand = None,
-    min_price: MinPrice = None,
-    max_price: MaxPrice = None,
-    in_stock: InStock = False,
-    exclude: Exclude = None,
+    filter: ProductFilter = ANY_PRODUCT,
     qdrant_url: QdrantUrl = None,
     as_json: AsJson = False,
 ) -> None:
@@ -106,7 +94,7 @@ def recommend(
         allow_repeat=allow_repeat,
         negatives=split_ids(negative),
         profile=profile.value,
-        filter=product_filter(category, brand, min_price, max_price, in_stock, exclude),
+        filter=filter,
         qdrant_url=qdrant_url,
     )
     if as_json:
@@ -128,6 +116,7 @@ def _batch_summary(report: api.BatchReport, as_json: bool, what: str) -> None:
     )
 
 
+@filter_options
 def batch_related(
     out_file: OutFile,
     products: Annotated[Path | None, typer.Option("--products", help="File of product ids (one per line).")] = None,
@@ -139,12 +128,7 @@ def batch_related(
     mode: Annotated[ModeChoice, typer.Option("--mode", help="substitutes, complements or auto.")] = ModeChoice.auto,
     k: TopK = 10,
     collapse: Collapse = None,
-    category: Category = None,
-    brand: Brand = None,
-    min_price: MinPrice = None,
-    max_price: MaxPrice = None,
-    in_stock: InStock = False,
-    exclude: Exclude = None,
+    filter: ProductFilter = ANY_PRODUCT,
     chunk_size: ChunkSize = 256,
     as_json: AsJson = False,
 ) -> None:
@@ -162,13 +146,14 @@ def batch_related(
             mode=mode.value,
             k=k,
             collapse=collapse,
-            filter=product_filter(category, brand, min_price, max_price, in_stock, exclude),
+            filter=filter,
             chunk_size=chunk_size,
             progress=progress,
         )
     _batch_summary(report, as_json, "products")
 
 
+@filter_options
 def batch_recommend(
     out_file: OutFile,
     users: Annotated[Path | None, typer.Option("--users", help="File of user ids (one per line).")] = None,
@@ -177,12 +162,7 @@ def batch_recommend(
     k: TopK = 10,
     allow_repeat: Annotated[bool, typer.Option("--allow-repeat", help="Keep products already bought.")] = False,
     profile: Annotated[ProfileChoice, typer.Option("--profile", help="vectors, text or mix.")] = ProfileChoice.vectors,
-    category: Category = None,
-    brand: Brand = None,
-    min_price: MinPrice = None,
-    max_price: MaxPrice = None,
-    in_stock: InStock = False,
-    exclude: Exclude = None,
+    filter: ProductFilter = ANY_PRODUCT,
     chunk_size: ChunkSize = 256,
     as_json: AsJson = False,
 ) -> None:
@@ -199,7 +179,7 @@ def batch_recommend(
             k=k,
             allow_repeat=allow_repeat,
             profile=profile.value,
-            filter=product_filter(category, brand, min_price, max_price, in_stock, exclude),
+            filter=filter,
             chunk_size=chunk_size,
             progress=progress,
         )
