@@ -9,6 +9,7 @@ or usage.
 from __future__ import annotations
 
 import functools
+import importlib
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -16,14 +17,20 @@ from typing import Any, TypeVar
 import typer
 from typer.core import TyperGroup
 
-try:  # recent typer ships its own copy of click
-    from typer._click.exceptions import ClickException, NoArgsIsHelpError
-except ImportError:  # pragma: no cover - older typer uses click itself
-    from click.exceptions import ClickException, NoArgsIsHelpError  # type: ignore[no-redef]
-
 from semassoc.cli import behaviour, evaluate, index, query, related, train
 from semassoc.cli.output import error
 from semassoc.errors import SemassocError
+
+
+def _click_exceptions() -> Any:
+    try:  # recent typer ships its own copy of click
+        return importlib.import_module("typer._click.exceptions")
+    except ImportError:  # pragma: no cover - older typer uses click itself
+        return importlib.import_module("click.exceptions")
+
+
+_click = _click_exceptions()
+ClickException, NoArgsIsHelpError = _click.ClickException, _click.NoArgsIsHelpError
 
 
 class _OneLineErrors(TyperGroup):
@@ -36,12 +43,13 @@ class _OneLineErrors(TyperGroup):
         prog_name: str | None = None,
         complete_var: str | None = None,
         standalone_mode: bool = True,
+        windows_expand_args: bool = True,
         **extra: Any,
     ) -> Any:
         if not standalone_mode:
-            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            return super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
         try:
-            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            code = super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
         except NoArgsIsHelpError as exc:
             exc.show()  # `semassoc` alone, or a group without its command: the help text is the answer
             sys.exit(exc.exit_code)
