@@ -33,6 +33,7 @@ from semassoc.workspace import MANIFEST, Workspace, resolve_workspace_path
 if TYPE_CHECKING:  # the events reader and the rule miner load pyarrow/pyfim: imported where they are used
     from semassoc.behaviour.events import Events, LoadOptions
     from semassoc.behaviour.rules import Rule
+    from semassoc.behaviour.spark import SparkSettings
     from semassoc.evaluation.report import EvaluationReport
     from semassoc.evaluation.runner import EvaluationConfig
     from semassoc.training.loop import TrainProgress
@@ -295,9 +296,19 @@ class BehaviorReport:
         return data
 
 
-def _load_all(paths: Sequence[str | Path], options: LoadOptions) -> list[Events]:
+def _load_all(
+    paths: Sequence[str | Path], options: LoadOptions, engine: str = "local", spark: SparkSettings | None = None
+) -> list[Events]:
+    """Read every events file with ``options``: in this process (``engine="local"``) or with Spark, whose loads
+    stay in Spark (``SparkEvents``: the same counts for reports, the rows as a DataFrame)."""
+    if engine not in ("local", "spark"):
+        raise InvalidInput(f"unknown engine {engine!r}; use local or spark")
     if not paths:
         raise InvalidInput("no events file given")
+    if engine == "spark":
+        from semassoc.behaviour import spark as spark_engine
+
+        return spark_engine.load(spark, [str(p) for p in paths], options)  # type: ignore[return-value]
     return [options.load(p) for p in paths]
 
 
@@ -328,6 +339,8 @@ def build_behavior(
     weighted: bool = False,
     event_types: Sequence[str] | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    engine: str = "local",
+    spark: SparkSettings | None = None,
 ) -> BehaviorReport:
     """Count every product pair in one or more events files and store the statistics in the workspace.
 
@@ -343,14 +356,20 @@ def build_behavior(
         weighted: cosine uses event weights instead of presence.
         event_types: count only these event types (e.g. ``["purchase"]``).
         progress: called as ``progress(stage, step, steps)``.
+        engine: ``local`` (this process) or ``spark`` (Apache Spark: events may also be directories, Hive-style
+            partitions and globs; the statistics written are the same, see docs/spark.md).
+        spark: where Spark runs (``SparkSettings``: master, conf); only with ``engine="spark"``.
     """
     from semassoc.behaviour.events import LoadOptions
 
     started = time.perf_counter()
     options = options or LoadOptions()
-    parts = _load_all([events] if isinstance(events, (str, Path)) else list(events), options)
+    parts = _load_all([events] if isinstance(events, (str, Path)) else list(events), options, engine, spark)
     with Workspace.create_or_open(workspace) as ws:
-        stats = BehaviourStats.build(
+        build = BehaviourStats.build
+        if engine == "spark":
+            from semassoc.behaviour.spark import build_stats_spark as build  # type: ignore[assignment]
+        stats = build(
             parts,
             ws.behaviour_dir,
             min_count=min_count,
@@ -359,16 +378,33 @@ def build_behavior(
             event_types=event_types,
             progress=progress,
         )
-        _store_histories(ws, parts, replace=True)
+        _store_histories(ws, parts, replace=True, engine=engine)
         ws.manifest.behaviour = {"load_options": options.to_dict()}
         ws.save()
+        _release(parts)
         return _behavior_report(ws, parts, stats, started)
 
 
-def _store_histories(ws: Workspace, parts: list[Events], *, replace: bool) -> None:
+def _release(parts: Sequence[object]) -> None:
+    """Let Spark drop what it cached for its loads (no-op for local ``Events``)."""
+    for part in parts:
+        release = getattr(part, "release", None)
+        if release is not None:
+            release()
+
+
+def _store_histories(ws: Workspace, parts: list[Events], *, replace: bool, engine: str = "local") -> None:
     """Per-user histories beside the pair statistics, when the events name users (else none are kept)."""
     if any(p.user is None for p in parts):
         shutil.rmtree(ws.users_dir, ignore_errors=True)
+        return
+    if engine == "spark":
+        from semassoc.behaviour.spark import build_histories_spark, update_histories_spark
+
+        if replace or not UserHistories.exists(ws.users_dir):
+            build_histories_spark(parts, ws.users_dir)  # type: ignore[arg-type]
+        else:
+            update_histories_spark(ws.users_dir, parts)  # type: ignore[arg-type]
         return
     if replace or not UserHistories.exists(ws.users_dir):
         UserHistories.build(parts, ws.users_dir)
@@ -383,6 +419,8 @@ def update_behavior(
     options: LoadOptions | None = None,
     on_error: OnError | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    engine: str = "local",
+    spark: SparkSettings | None = None,
 ) -> BehaviorReport:
     """Add new events files to the statistics; the result equals a build on all files together.
 
@@ -390,6 +428,7 @@ def update_behavior(
         events: the new file(s). A file already counted (same content) is refused.
         options: how to read them; default: the options the statistics were built with.
         on_error: ``strict`` or ``skip`` instead of the stored setting.
+        engine, spark: as in :func:`build_behavior` (statistics built by either engine can be updated by either).
     """
     from dataclasses import replace
 
@@ -402,10 +441,16 @@ def update_behavior(
         options = options or (LoadOptions.from_dict(stored) if stored else LoadOptions())
         if on_error is not None:
             options = replace(options, on_error=on_error)
-        parts = _load_all([events] if isinstance(events, (str, Path)) else list(events), options)
-        stats = stats.update(parts, progress=progress)
-        _store_histories(ws, parts, replace=False)
+        parts = _load_all([events] if isinstance(events, (str, Path)) else list(events), options, engine, spark)
+        if engine == "spark":
+            from semassoc.behaviour.spark import update_stats_spark
+
+            stats = update_stats_spark(ws.behaviour_dir, parts, progress=progress)  # type: ignore[arg-type]
+        else:
+            stats = stats.update(parts, progress=progress)
+        _store_histories(ws, parts, replace=False, engine=engine)
         ws.save()
+        _release(parts)
         return _behavior_report(ws, parts, stats, started)
 
 
@@ -579,6 +624,8 @@ def rules(
     max_len: int = 10,
     out: str | Path | None = None,
     sort_by: str = "lift",
+    engine: str = "local",
+    spark: SparkSettings | None = None,
 ) -> RulesReport:
     """Association rules of any length (arules semantics) from events files, optionally written to a file.
 
@@ -587,6 +634,8 @@ def rules(
         min_support, min_confidence, min_len, max_len: as in arules' ``apriori`` (min_len counts lhs and rhs).
         out: write the rules here (.csv, .parquet or .jsonl); None writes nothing.
         sort_by: ``lift``, ``confidence``, ``support``, ``count`` or ``coverage`` (descending).
+        engine, spark: as in :func:`build_behavior`; with ``spark``, itemsets come from Spark ML's FP-growth and the
+            rules are the same.
     """
     from semassoc.behaviour.events import Events, LoadOptions
     from semassoc.behaviour.rules import mine_rules, write_rules
@@ -594,12 +643,19 @@ def rules(
     started = time.perf_counter()
     if sort_by not in ("lift", "confidence", "support", "count", "coverage"):
         raise InvalidInput(f"cannot sort rules by {sort_by!r}; use lift, confidence, support, count or coverage")
-    parts = _load_all([events] if isinstance(events, (str, Path)) else list(events), options or LoadOptions())
-    joined = Events.concat(parts)
-    found = mine_rules(joined, min_support, min_confidence, min_len, max_len)
+    paths = [events] if isinstance(events, (str, Path)) else list(events)
+    parts = _load_all(paths, options or LoadOptions(), engine, spark)
+    if engine == "spark":
+        from semassoc.behaviour.spark import mine_rules_and_count_spark
+
+        found, baskets = mine_rules_and_count_spark(parts, min_support, min_confidence, min_len, max_len)  # type: ignore[arg-type]
+        _release(parts)
+    else:
+        joined = Events.concat(parts)
+        found, baskets = mine_rules(joined, min_support, min_confidence, min_len, max_len), joined.n_baskets
     found.sort(key=lambda r: (-getattr(r, sort_by), -r.lift, r.lhs, r.rhs))
     written = str(write_rules(found, out)) if out is not None else None
-    return RulesReport(rules=found, baskets=joined.n_baskets, out=written, seconds=time.perf_counter() - started)
+    return RulesReport(rules=found, baskets=baskets, out=written, seconds=time.perf_counter() - started)
 
 
 def evaluate(

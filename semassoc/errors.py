@@ -36,6 +36,10 @@ class StoreUnavailable(SemassocError):
     """The vector store cannot be reached or opened (remote server down, wrong URL, corrupt files)."""
 
 
+class EngineUnavailable(SemassocError):
+    """An optional compute engine cannot run here (e.g. ``--engine spark`` without PySpark or without Java)."""
+
+
 class EncoderMismatch(SemassocError):
     """The encoder asked for differs from the one that built the workspace."""
 
