@@ -1,5 +1,8 @@
 """The Python API behind every CLI command. Each function returns data; nothing here prints.
 
+``evaluate`` and ``train`` are :func:`semassoc.evaluation.runner.evaluate` and
+:func:`semassoc.training.trainer.train_encoder` themselves, imported on first use.
+
 Example:
     >>> from semassoc import api
     >>> report = api.index_catalog("examples/online_retail/catalog.csv", workspace="/tmp/ws")  # doctest: +SKIP
@@ -34,11 +37,8 @@ if TYPE_CHECKING:  # the events reader and the rule miner load pyarrow/pyfim: im
     from semassoc.behaviour.events import Events, LoadOptions
     from semassoc.behaviour.rules import Rule
     from semassoc.behaviour.spark import SparkSettings
-    from semassoc.evaluation.report import EvaluationReport
-    from semassoc.evaluation.runner import EvaluationConfig
-    from semassoc.training.loop import TrainProgress
-    from semassoc.training.pairs import TrainConfig
-    from semassoc.training.trainer import TrainReport
+    from semassoc.evaluation.runner import evaluate as evaluate
+    from semassoc.training.trainer import train_encoder as train  # noqa: F401  (api.train, for type checkers)
 
 
 def index_catalog(
@@ -658,57 +658,19 @@ def rules(
     return RulesReport(rules=found, baskets=baskets, out=written, seconds=time.perf_counter() - started)
 
 
-def evaluate(
-    catalog: str | Path,
-    events: str | Path,
-    *,
-    config: EvaluationConfig | None = None,
-    options: LoadOptions | None = None,
-    workspace: str | Path = ".semassoc-eval",
-    columns: CatalogColumns | None = None,
-    model: str | None = None,
-    encoder: Encoder | None = None,
-    out: str | Path | None = None,
-    progress: Callable[[str, int, int], None] | None = None,
-) -> EvaluationReport:
-    """Evaluate every method on a temporal split of ``events`` against ``catalog`` (see
-    :func:`semassoc.evaluation.runner.evaluate`, which this calls)."""
-    from semassoc.evaluation.runner import evaluate as run_evaluation
-
-    return run_evaluation(
-        catalog,
-        events,
-        config=config,
-        options=options,
-        workspace=workspace,
-        columns=columns,
-        model=model,
-        encoder=encoder,
-        out=out,
-        progress=progress,
-    )
+# ---------------------------------------------------------------------------------------------------------------
+# evaluate and train: the evaluation runner's and the trainer's own functions, imported on first use (they load
+# scipy, torch...), so that `import semassoc.api` stays light. ``api.evaluate is evaluation.runner.evaluate``.
+_LAZY = {
+    "evaluate": ("semassoc.evaluation.runner", "evaluate"),
+    "train": ("semassoc.training.trainer", "train_encoder"),
+}
 
 
-def train(
-    *,
-    workspace: str | Path | None = None,
-    name: str | None = None,
-    config: TrainConfig | None = None,
-    model: str | None = None,
-    device: str | None = None,
-    overwrite: bool = False,
-    progress: Callable[[TrainProgress], None] | None = None,
-) -> TrainReport:
-    """Fine-tune the workspace's encoder on its co-purchase pairs and save it in ``<workspace>/models/<name>/`` (see
-    :func:`semassoc.training.trainer.train_encoder`, which this calls)."""
-    from semassoc.training.trainer import train_encoder
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
 
-    return train_encoder(
-        workspace=workspace,
-        name=name,
-        config=config,
-        model=model,
-        device=device,
-        overwrite=overwrite,
-        progress=progress,
-    )
+        module, attribute = _LAZY[name]
+        return getattr(importlib.import_module(module), attribute)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
