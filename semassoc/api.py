@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from semassoc import privacy
 from semassoc.behaviour.stats import BehaviourStats
 from semassoc.behaviour.users import UserHistories
 from semassoc.catalog import CatalogColumns, OnError, read_catalog
@@ -308,6 +309,8 @@ def _load_all(
     if engine == "spark":
         from semassoc.behaviour import spark as spark_engine
 
+        if options.pseudonymise_users:
+            raise InvalidInput("--pseudonymise-users is not supported with --engine spark yet; use --engine local")
         return spark_engine.load(spark, [str(p) for p in paths], options)  # type: ignore[return-value]
     return [options.load(p) for p in paths]
 
@@ -380,6 +383,8 @@ def build_behavior(
         )
         _store_histories(ws, parts, replace=True, engine=engine)
         ws.manifest.behaviour = {"load_options": options.to_dict()}
+        if options.pseudonymise_users:
+            ws.manifest.behaviour["user_key_check"] = privacy.key_check(privacy.user_key())
         ws.save()
         _release(parts)
         return _behavior_report(ws, parts, stats, started)
@@ -418,6 +423,7 @@ def update_behavior(
     workspace: str | Path | None = None,
     options: LoadOptions | None = None,
     on_error: OnError | None = None,
+    pseudonymise_users: bool | None = None,
     progress: Callable[[str, int, int], None] | None = None,
     engine: str = "local",
     spark: SparkSettings | None = None,
@@ -429,6 +435,7 @@ def update_behavior(
         options: how to read them; default: the options the statistics were built with.
         on_error: ``strict`` or ``skip`` instead of the stored setting.
         engine, spark: as in :func:`build_behavior` (statistics built by either engine can be updated by either).
+        pseudonymise_users: None follows the build; True/False must match it (mixing raw and hashed ids is refused).
     """
     from dataclasses import replace
 
@@ -441,6 +448,16 @@ def update_behavior(
         options = options or (LoadOptions.from_dict(stored) if stored else LoadOptions())
         if on_error is not None:
             options = replace(options, on_error=on_error)
+        if pseudonymise_users is not None:
+            options = replace(options, pseudonymise_users=pseudonymise_users)
+        pseudonymised = bool((stored or {}).get("pseudonymise_users"))
+        if options.pseudonymise_users != pseudonymised:
+            state = "pseudonymised" if pseudonymised else "raw"
+            raise InvalidInput(
+                f"the user ids of {ws.path} are {state}; update with the same --pseudonymise-users setting as the "
+                "build (or rebuild)"
+            )
+        privacy.stored_key(ws.manifest.behaviour, ws.path)  # the same key as the build, or a one-line refusal
         parts = _load_all([events] if isinstance(events, (str, Path)) else list(events), options, engine, spark)
         if engine == "spark":
             from semassoc.behaviour.spark import update_stats_spark
@@ -516,8 +533,9 @@ def recommend(
     """Products for a user: from the stored history (or ``history``), ``interests`` text, or popularity; the result
     says which path it took. See :meth:`RelatedEngine.recommend`."""
     with Workspace.open(workspace, qdrant_url=qdrant_url, store_client=store_client) as ws:
+        key = privacy.stored_key(ws.manifest.behaviour, ws.path) if user_id is not None else None
         return RelatedEngine(ws).recommend(
-            user_id,
+            privacy.pseudonymise(user_id, key) if key is not None and user_id is not None else user_id,
             history=history,
             interests=interests,
             k=k,
@@ -591,6 +609,9 @@ def batch_recommend(
             ids = engine.histories.user_ids()
         else:
             ids = batch.read_ids(users) if isinstance(users, (str, Path)) else list(users or [])
+            key = privacy.stored_key(ws.manifest.behaviour, ws.path)
+            if key is not None:  # the output names users by their pseudonym, as the workspace does
+                ids = [privacy.pseudonymise(i, key) for i in ids]
         return batch.batch_recommend(
             engine,
             ids,
@@ -602,6 +623,50 @@ def batch_recommend(
             chunk_size=chunk_size,
             progress=progress,
         )
+
+
+@dataclass
+class ForgetReport:
+    """What ``forget_user`` removed, and what still holds data derived from the user."""
+
+    user_id: str
+    stored_as: str
+    products: int
+    events: int
+    remaining: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def forget_user(user_id: str, *, workspace: str | Path | None = None) -> ForgetReport:
+    """Remove a user's history from the workspace (``semassoc forget-user``).
+
+    The history (which products, how often, when) is deleted at once. The pair counts of the behaviour statistics
+    were summed over every basket, this user's included: they cannot be taken apart, so they still count the user's
+    baskets until the next ``behavior build`` from events files without the user. The report says so, with the
+    number of events concerned.
+
+    Args:
+        user_id: the id as in the events file (hashed with ``$SEMASSOC_USER_KEY`` when the workspace pseudonymises).
+
+    Raises:
+        NotFound: no history is stored for this user.
+    """
+    with Workspace.open(workspace, writer=True) as ws:
+        key = privacy.stored_key(ws.manifest.behaviour, ws.path)
+        stored = privacy.pseudonymise(user_id, key) if key is not None else user_id
+        if not UserHistories.exists(ws.users_dir):
+            raise NotFound(f"no user histories in {ws.path} (the events had no user column)")
+        products, events = UserHistories(ws.users_dir).forget(stored)
+        if products == 0:
+            raise NotFound(f"no history for user {user_id!r} in {ws.path}")
+        remaining = [
+            f"the behaviour statistics (pair counts, basket log) still count this user's {events} event(s) until "
+            "the next `semassoc behavior build` from events files without them",
+            "the events files the workspace was built from still hold them",
+        ]
+        return ForgetReport(user_id, stored, products, events, remaining)
 
 
 @dataclass
@@ -626,6 +691,7 @@ def rules(
     sort_by: str = "lift",
     engine: str = "local",
     spark: SparkSettings | None = None,
+    force: bool = False,
 ) -> RulesReport:
     """Association rules of any length (arules semantics) from events files, optionally written to a file.
 
@@ -636,6 +702,7 @@ def rules(
         sort_by: ``lift``, ``confidence``, ``support``, ``count`` or ``coverage`` (descending).
         engine, spark: as in :func:`build_behavior`; with ``spark``, itemsets come from Spark ML's FP-growth and the
             rules are the same.
+        force: mine even when the rules are estimated not to fit in memory (see ``rules.estimate_mining``).
     """
     from semassoc.behaviour.events import Events, LoadOptions
     from semassoc.behaviour.rules import mine_rules, write_rules
@@ -652,7 +719,10 @@ def rules(
         _release(parts)
     else:
         joined = Events.concat(parts)
-        found, baskets = mine_rules(joined, min_support, min_confidence, min_len, max_len), joined.n_baskets
+        found, baskets = (
+            mine_rules(joined, min_support, min_confidence, min_len, max_len, force=force),
+            joined.n_baskets,
+        )
     found.sort(key=lambda r: (-getattr(r, sort_by), -r.lift, r.lhs, r.rhs))
     written = str(write_rules(found, out)) if out is not None else None
     return RulesReport(rules=found, baskets=baskets, out=written, seconds=time.perf_counter() - started)

@@ -83,6 +83,7 @@ class TableRead:
     exact_numbers: bool = True
     _path: Path | None = None
     _delimiter: str | None = None
+    _quote_rows: bool = True
     _table: pa.Table | None = None
     _records: list[dict[str, Any]] | None = None  # exact JSON lines: the objects as parsed
     _values: dict[str, list[Any]] | None = None  # exact CSV: one list of strings per column
@@ -147,7 +148,7 @@ class TableRead:
         """This file read row by row, with every row's number (itself when it already is one)."""
         if self.exact_numbers or self._path is None:
             return self
-        return read_table(self._path, delimiter=self._delimiter, exact=True)
+        return read_table(self._path, delimiter=self._delimiter, exact=True, quote_rows=self._quote_rows)
 
 
 def table_kind(path: Path) -> str:
@@ -168,7 +169,9 @@ def table_kind(path: Path) -> str:
     return kind
 
 
-def read_table(path: str | Path, *, delimiter: str | None = None, exact: bool = False) -> TableRead:
+def read_table(
+    path: str | Path, *, delimiter: str | None = None, exact: bool = False, quote_rows: bool = True
+) -> TableRead:
     """Read a catalog or events file into a table, setting aside the rows that cannot be read.
 
     Args:
@@ -176,6 +179,7 @@ def read_table(path: str | Path, *, delimiter: str | None = None, exact: bool = 
         delimiter: CSV delimiter; ``None`` detects ``,``, ``;``, tab or ``|`` from the first lines (``.tsv``
             files default to tab).
         exact: read row by row so that every row knows its number (see :meth:`TableRead.exact`).
+        quote_rows: quote the text of a malformed row in its problem (off for pseudonymised user ids).
 
     Returns:
         TableRead with the readable rows and the bad ones.
@@ -201,7 +205,7 @@ def read_table(path: str | Path, *, delimiter: str | None = None, exact: bool = 
         if kind == "jsonl":
             return (None if exact else _fast_jsonl(path)) or _exact_jsonl(path)
         chosen = delimiter or _detect_delimiter(path)
-        return (None if exact else _fast_csv(path, chosen)) or _exact_csv(path, chosen)
+        return (None if exact else _fast_csv(path, chosen, quote_rows)) or _exact_csv(path, chosen, quote_rows)
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise InvalidInput(f"{path}: not a readable gzip file: {exc}") from None
     except OSError as exc:
@@ -266,7 +270,7 @@ def _header(path: Path, values: list[str] | None) -> list[str]:
     return header
 
 
-def _exact_csv(path: Path, delimiter: str) -> TableRead:
+def _exact_csv(path: Path, delimiter: str, quote_rows: bool = True) -> TableRead:
     source = str(path)
     with _open_text(path) as handle:
         reader = csv.reader(handle, delimiter=delimiter)
@@ -293,7 +297,9 @@ def _exact_csv(path: Path, delimiter: str) -> TableRead:
             if not record or (len(record) == 1 and not record[0].strip() and width > 1):
                 continue  # blank lines are not rows
             if len(record) != width:
-                message = f"expected {width} fields, found {len(record)}: {_snippet(delimiter.join(record))}"
+                message = f"expected {width} fields, found {len(record)}"
+                if quote_rows:
+                    message += f": {_snippet(delimiter.join(record))}"
                 bad.append(BadRow(RowProblem(source, start, "row", message), "wrong number of fields"))
                 continue
             problem = _text_problem(record, header)
@@ -316,7 +322,7 @@ def _exact_csv(path: Path, delimiter: str) -> TableRead:
     )
 
 
-def _fast_csv(path: Path, delimiter: str) -> TableRead | None:
+def _fast_csv(path: Path, delimiter: str, quote_rows: bool = True) -> TableRead | None:
     """pyarrow's CSV reader (every column as text), or ``None`` when the exact reader must do it."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
@@ -350,7 +356,9 @@ def _fast_csv(path: Path, delimiter: str) -> TableRead | None:
         return None  # invalid UTF-8, a record longer than a block, odd quoting: the exact reader says where
     if invalid:
         return None
-    return TableRead(str(path), "csv", header, [], False, _path=path, _delimiter=delimiter, _table=table)
+    return TableRead(
+        str(path), "csv", header, [], False, _path=path, _delimiter=delimiter, _quote_rows=quote_rows, _table=table
+    )
 
 
 # ------------------------------------------------------------------------------------------------------ JSON lines

@@ -164,3 +164,23 @@ def test_groceries_item_frequencies(groceries: list[list[str]]) -> None:
         assert f.count == count
         assert f.support == pytest.approx(support, abs=1e-12)
     assert [(f.item, f.count) for f in mine[:2]] == [("whole milk", 2513), ("other vegetables", 1903)]
+
+
+def test_memory_estimate_is_exact_when_it_fits_and_refuses_when_not():
+    import csv
+
+    from semassoc.behaviour.rules import estimate_mining
+
+    from .conftest import shared_data_dir
+
+    path = shared_data_dir() / "groceries" / "groceries_basket.csv"
+    if not path.is_file():
+        pytest.skip(f"shared data not found at {path}")
+    with path.open(newline="") as handle:
+        baskets = [[item for item in row if item] for row in csv.reader(handle)]
+    estimate = estimate_mining(baskets, 10, 10)
+    # every frequent k-itemset gives k one-item-consequent rules at confidence 0: the estimate is that exact count
+    assert estimate.exact and estimate.rules == len(mine_rules(baskets, 10 / len(baskets), 0.0, 1, 10))
+    with pytest.raises(InvalidInput, match=r"count 2\) may give up to .* use --min-support .* or --force"):
+        mine_rules(baskets, 2 / len(baskets), 0.0, 1, 10, memory_budget=2**30)
+    assert len(mine_rules(baskets, 0.01, 0.5, 1, 10, memory_budget=2**30)) > 0

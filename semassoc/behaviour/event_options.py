@@ -219,6 +219,7 @@ class LoadOptions:
     filters: EventFilters = field(default_factory=EventFilters)
     on_error: Literal["strict", "skip"] = "strict"
     delimiter: str | None = None
+    pseudonymise_users: bool = False
 
     def __post_init__(self) -> None:
         # Bounds that a timedelta can hold (about 2.7 million years): an absurd value is bad input, not an overflow.
@@ -232,6 +233,7 @@ class LoadOptions:
     def load(self, path: str | Path) -> Events:
         """Read one events file with these options."""
         from semassoc.behaviour.events import load_events
+        from semassoc.privacy import user_key
 
         return load_events(
             path,
@@ -242,6 +244,7 @@ class LoadOptions:
             filters=self.filters,
             on_error=self.on_error,
             delimiter=self.delimiter,
+            user_key=user_key() if self.pseudonymise_users else None,
         )
 
     def to_dict(self) -> dict[str, object]:
@@ -259,6 +262,7 @@ class LoadOptions:
             },
             "on_error": self.on_error,
             "delimiter": self.delimiter,
+            "pseudonymise_users": self.pseudonymise_users,
         }
 
     @classmethod
@@ -274,4 +278,5 @@ class LoadOptions:
             filters=EventFilters(**filters),
             on_error=data.get("on_error", "strict"),  # type: ignore[arg-type]
             delimiter=data.get("delimiter"),  # type: ignore[arg-type]
+            pseudonymise_users=bool(data.get("pseudonymise_users", False)),
         )

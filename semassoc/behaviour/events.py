@@ -280,6 +280,15 @@ def _validate(read: TableRead, cols: EventColumns, strip_ids: bool) -> _Checked:
     return checked
 
 
+def _pseudonymise(column: pa.ChunkedArray, key: bytes) -> pa.Array:
+    """Each distinct user id replaced by its keyed hash (nulls stay null)."""
+    from semassoc.privacy import pseudonymise
+
+    encoded = pc.dictionary_encode(column.combine_chunks())
+    hashed = pa.array([pseudonymise(v, key) for v in encoded.dictionary.to_pylist()], pa.string())
+    return pc.take(hashed, encoded.indices)
+
+
 def _column(read: TableRead, name: str, convert: Callable[[pa.ChunkedArray], Any]) -> Any:
     """``convert`` applied to a column; a column of a type that cannot be read (e.g. nested Parquet) is bad input."""
     column = read.table[name]
@@ -302,6 +311,7 @@ def load_events(
     on_error: Literal["strict", "skip"] = "strict",
     strip_ids: bool = True,
     delimiter: str | None = None,
+    user_key: bytes | None = None,
 ) -> Events:
     """Read an events file (CSV, TSV, JSON lines or Parquet), validate it and group rows into baskets.
 
@@ -324,6 +334,8 @@ def load_events(
             ``"skip"`` drops bad rows and reports them in ``Events.skipped``.
         strip_ids: strip surrounding whitespace from product, basket, user ids and event types.
         delimiter: CSV delimiter; detected (``,``, ``;``, tab or ``|``) when ``None``.
+        user_key: pseudonymise user ids with this key (:mod:`semassoc.privacy`) as soon as they are read; messages
+            then quote no row.
 
     Returns:
         ``Events`` with one entry per kept row.
@@ -352,7 +364,7 @@ def load_events(
     source = str(path)
     if not path.exists():
         raise InvalidInput(f"{source}: events file not found")
-    read = read_table(path, delimiter=delimiter)
+    read = read_table(path, delimiter=delimiter, quote_rows=user_key is None)
     if isinstance(columns, Mapping):
         columns = EventColumns.from_mapping(columns)
     cols = (columns or EventColumns()).resolve(read.columns, source)
@@ -379,6 +391,8 @@ def load_events(
     n = read.num_rows
     item_col, basket_col, user_col = checked.item, checked.basket, checked.user
     timestamp, quantity, type_col = checked.timestamp, checked.quantity, checked.event_type
+    if user_key is not None and user_col is not None:
+        user_col = _pseudonymise(user_col, user_key)
     if bad.count:
         problems = bad.problems()
         if on_error == "strict":

@@ -69,6 +69,19 @@ class UserHistories:
         _write(self.directory, _aggregate(_concat([self._columns(), _columns(events)])))
         return type(self)(self.directory)
 
+    def forget(self, user_id: str) -> tuple[int, int]:
+        """Remove one user's history (rewritten atomically); returns (products, events) removed, (0, 0) if absent."""
+        row = self._row(user_id)
+        if row is None:
+            return 0, 0
+        start, end = int(self._indptr[row]), int(self._indptr[row + 1])
+        events = int(np.asarray(self._counts[start:end]).sum())
+        users, items, counts, last = self._columns()
+        keep = users != user_id
+        _write(self.directory, _aggregate((users[keep], items[keep], counts[keep], last[keep])))
+        self.__init__(self.directory)  # type: ignore[misc]  # reopen the new files
+        return end - start, events
+
     def __len__(self) -> int:
         return int(self._user_ids.shape[0])
 

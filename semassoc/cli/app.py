@@ -109,6 +109,7 @@ _COMMANDS: list[tuple[typer.Typer, Callable[..., Any], str | None]] = [
     (app, related.related, None),
     (app, related.recommend, None),
     (app, behaviour.rules, None),
+    (app, behaviour.forget_user, "forget-user"),
     (batch_app, related.batch_related, "related"),
     (batch_app, related.batch_recommend, "recommend"),
     (app, evaluate.evaluate, None),

@@ -81,14 +81,46 @@ def update(
     on_error: Annotated[
         OnErrorChoice | None, typer.Option("--on-error", help="Override the stored strict/skip setting.")
     ] = None,
+    pseudonymise_users: Annotated[
+        bool,
+        typer.Option(
+            "--pseudonymise-users",
+            help="Check that the build pseudonymised user ids too (updates always read files as the build did).",
+        ),
+    ] = False,
     as_json: AsJson = False,
 ) -> None:
     """Add new events files to the statistics, read with the options of the build (equals a full rebuild).
 
     Example: semassoc behavior update invoices_2011-01.parquet
     """
-    report = api.update_behavior(events, workspace=workspace, on_error=None if on_error is None else on_error.mode)
+    report = api.update_behavior(
+        events,
+        workspace=workspace,
+        on_error=None if on_error is None else on_error.mode,
+        pseudonymise_users=True if pseudonymise_users else None,
+    )
     _print_behavior(report, as_json, "updated")
+
+
+def forget_user(
+    user_id: Annotated[str, typer.Argument(help="The user's id as in the events files.")],
+    workspace: Workspace = None,
+    as_json: AsJson = False,
+) -> None:
+    """Remove a user's history from the workspace, and say what still holds data derived from it.
+
+    Example: semassoc forget-user 13085
+    """
+    report = api.forget_user(user_id, workspace=workspace)
+    if as_json:
+        output.json_line(report.to_dict())
+        return
+    output.say(
+        f"forgot user {safe(report.user_id)}: history of {report.products} products ({report.events} events) removed"
+    )
+    for line in report.remaining:
+        output.note(f"[yellow]still derived from it:[/] {safe(line)}")
 
 
 @filter_options
@@ -156,6 +188,9 @@ def rules(
         RuleSortChoice, typer.Option("--sort", help="lift, confidence, support, count or coverage.")
     ] = RuleSortChoice.lift,
     top: Annotated[int, typer.Option("--top", min=0, help="Rules shown in the table.")] = 20,
+    force: Annotated[
+        bool, typer.Option("--force", help="Mine even when the rules are estimated not to fit in memory.")
+    ] = False,
     options: LoadOptions = READ_EVENTS,
     as_json: AsJson = False,
 ) -> None:
@@ -172,6 +207,7 @@ def rules(
         max_len=max_len,
         out=out_file,
         sort_by=sort.value,
+        force=force,
     )
     if as_json:
         for rule in report.rules[:top] if out_file else report.rules:

@@ -6,6 +6,7 @@ functions (:class:`ProductFilter`, :func:`semassoc.behaviour.presets.load_option
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 from collections.abc import Callable, Sequence
@@ -173,6 +174,13 @@ ExcludeItems = Annotated[
 ]
 ExcludePattern = Annotated[str | None, typer.Option("--exclude-pattern", help="Regex of product ids to drop.")]
 KeepNonPositive = Annotated[bool, typer.Option("--keep-nonpositive", help="Keep rows with quantity <= 0.")]
+Pseudonymise = Annotated[
+    bool,
+    typer.Option(
+        "--pseudonymise-users",
+        help="Replace user ids by a keyed hash (HMAC-SHA256, key from $SEMASSOC_USER_KEY) as they are read.",
+    ),
+]
 Delimiter = Annotated[
     str | None, typer.Option("--delimiter", help="CSV delimiter [default: detected among , ; tab |].")
 ]
@@ -199,11 +207,12 @@ def load_options(
     keep_nonpositive: bool,
     on_error: OnErrorChoice,
     delimiter: str | None = None,
+    pseudonymise_users: bool = False,
 ) -> LoadOptions:
     """The events options as given on the command line, handed to the library (which parses and checks them)."""
     from semassoc.behaviour import presets
 
-    return presets.load_options(
+    options = presets.load_options(
         columns=(item_column, basket_column, user_column, timestamp_column, event_type_column, quantity_column),
         session_gap_minutes=session_gap,
         weights=weight,
@@ -216,6 +225,7 @@ def load_options(
         on_error=on_error.mode,
         delimiter=delimiter,
     )
+    return dataclasses.replace(options, pseudonymise_users=True) if pseudonymise_users else options
 
 
 # -- option groups ----------------------------------------------------------------------------------------------
@@ -296,5 +306,10 @@ _DELIMITER = [_option("delimiter", Delimiter, None)]
 events_options = option_group("options", [*_COLUMNS, *_CLEANING], load_options)
 #: The same with --delimiter (``rules``).
 delimited_events_options = option_group("options", [*_COLUMNS, *_CLEANING, *_DELIMITER], load_options)
-#: The same with --weight and --half-life too (``behavior build``: event weights matter where behaviour is counted).
-weighted_events_options = option_group("options", [*_COLUMNS, *_WEIGHTS, *_CLEANING, *_DELIMITER], load_options)
+#: The same with --weight, --half-life and --pseudonymise-users too (``behavior build``: event weights matter where
+#: behaviour is counted, and user ids are stored there).
+weighted_events_options = option_group(
+    "options",
+    [*_COLUMNS, *_WEIGHTS, *_CLEANING, *_DELIMITER, _option("pseudonymise_users", Pseudonymise, False)],
+    load_options,
+)
