@@ -27,6 +27,7 @@ from semassoc.ranking import batch as batch
 from semassoc.ranking.batch import BatchReport
 from semassoc.ranking.engine import Recommendation, RelatedEngine, check_k, text_item
 from semassoc.ranking.fusion import FusionWeights
+from semassoc.ranking.ranker import FitConfig, FitReport, Ranker
 from semassoc.results import ScoredItem
 from semassoc.store.base import ProductFilter
 from semassoc.text.encoder import Encoder, LazyEncoder
@@ -253,6 +254,12 @@ def info(
                 "sources": len(b.sources),
                 "last update": b.last_update.replace(microsecond=0).isoformat(),
             }
+            fitted = Ranker.open(ws.path)
+            sections["ranker"] = (
+                {"in use": "fitted ranker (semassoc fit)", **fitted.summary()}
+                if fitted is not None
+                else {"in use": "hand-set fusion (no fitted ranker: run `semassoc fit`)"}
+            )
         return WorkspaceInfo(
             workspace=str(ws.path),
             store=m.store.kind,
@@ -503,6 +510,7 @@ def related(
     filter: ProductFilter | None = None,
     collapse: str | None = None,
     weights: FusionWeights | None = None,
+    ranker: bool = True,
     qdrant_url: str | None = None,
     store_client: Any = None,
 ) -> list[ScoredItem]:
@@ -510,10 +518,37 @@ def related(
 
     ``mode``: ``substitutes`` (text), ``complements`` (own and borrowed behaviour, near-duplicates left out) or
     ``auto`` (fused by the product's behavioural evidence: a new product leans on text and on the behaviour of its
-    text neighbours, a bestseller on its own behaviour). See :meth:`RelatedEngine.related`.
+    text neighbours, a bestseller on its own behaviour); in mode ``auto`` the ranker fitted by :func:`fit` orders
+    the list when the workspace has one (``ranker=False``: the hand-set fusion). See :meth:`RelatedEngine.related`.
     """
     with Workspace.open(workspace, qdrant_url=qdrant_url, store_client=store_client) as ws:
-        return RelatedEngine(ws).related(product_id, mode=mode, k=k, filter=filter, collapse=collapse, weights=weights)
+        return RelatedEngine(ws).related(
+            product_id, mode=mode, k=k, filter=filter, collapse=collapse, weights=weights, ranker=ranker
+        )
+
+
+def fit(
+    workspace: str | Path | None = None,
+    *,
+    qdrant_url: str | None = None,
+    config: FitConfig | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+    store_client: Any = None,
+) -> FitReport:
+    """Learn the ranker of ``related`` for this workspace from its own basket log and save it in the workspace.
+
+    Self-simulation at cuts inside the log (features from the baskets before each cut, labels from the baskets
+    after it, the catalog as it was then); reads only the log, the stored vectors and the catalog payloads. With too
+    few events nothing is saved and the report says why (the hand-set fusion stays in use). Refit after
+    ``behavior update``. See :mod:`semassoc.ranking.ranker`.
+
+    Raises:
+        NotFound: no catalog or no behaviour statistics. SemassocError: statistics built without a basket log.
+    """
+    from semassoc.ranking.ranker import fit as fit_ranker
+
+    with Workspace.open(workspace, qdrant_url=qdrant_url, store_client=store_client, writer=True) as ws:
+        return fit_ranker(ws, config, progress)
 
 
 def recommend(

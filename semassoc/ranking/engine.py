@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -33,6 +33,10 @@ from semassoc.store.base import Hit, ProductFilter
 from semassoc.text.encoder import Encoder, LazyEncoder
 from semassoc.text.prompts import PromptSet
 from semassoc.workspace import Workspace
+
+if TYPE_CHECKING:  # the ranker (and LightGBM) load only for a workspace with a fitted model
+    from semassoc.ranking.ranker import Ranker
+    from semassoc.ranking.serve import Server
 
 #: Longest result list: beyond it a list is no longer a recommendation, and k must fit the store's and numpy's integers.
 MAX_K = 100_000
@@ -132,6 +136,8 @@ class RelatedEngine:
         self._encoder = encoder
         self._scores_cache: dict[tuple[str, str, float], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
         self._popularity: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._server: Server | None = None
+        self._ranker_checked = False
 
     @property
     def histories(self) -> UserHistories | None:
@@ -184,6 +190,22 @@ class RelatedEngine:
         """Baskets holding the product in the behaviour statistics (0 when unknown or not built)."""
         stats = self.behaviour
         return stats.item_count(product_id) if stats is not None and product_id in stats else 0
+
+    @property
+    def ranker(self) -> Ranker | None:
+        """The ranker fitted for this workspace (``semassoc fit``), or None: ``related`` then uses the hand-set
+        fusion."""
+        if not self._ranker_checked:
+            self._ranker_checked = True
+            from semassoc.ranking.ranker import Ranker
+
+            ranker = Ranker.open(self.ws.path)
+            stats = self.behaviour
+            if ranker is not None and stats is not None:
+                from semassoc.ranking.serve import Server
+
+                self._server = Server(self, stats, ranker)
+        return self._server.ranker if self._server is not None else None
 
     # -- text -----------------------------------------------------------------------------------------------------
     def similar(
@@ -303,6 +325,7 @@ class RelatedEngine:
         filter: ProductFilter | None = None,
         collapse: str | None = None,
         weights: FusionWeights | None = None,
+        ranker: bool = True,
     ) -> list[ScoredItem]:
         """Related products for any product, bestseller or brand new, each with per-signal scores and a reason.
 
@@ -315,8 +338,12 @@ class RelatedEngine:
             filter: as in ``similar``.
             collapse: collapse product variants: ``base-code`` or the name of a catalog column holding a group.
             weights: fusion weights (default: the evaluated defaults of :class:`FusionWeights`).
+            ranker: in mode ``auto``, use the ranker fitted by ``semassoc fit`` when the workspace has one (False:
+                the hand-set fusion, for comparisons). Explicit ``weights`` also select the fusion.
         """
-        return self.related_batch([product_id], mode=mode, k=k, filter=filter, collapse=collapse, weights=weights)[0]
+        return self.related_batch(
+            [product_id], mode=mode, k=k, filter=filter, collapse=collapse, weights=weights, ranker=ranker
+        )[0]
 
     def related_batch(
         self,
@@ -327,11 +354,13 @@ class RelatedEngine:
         filter: ProductFilter | None = None,
         collapse: str | None = None,
         weights: FusionWeights | None = None,
+        ranker: bool = True,
     ) -> list[list[ScoredItem]]:
         """:meth:`related` for many products; text neighbours come from one batched store query."""
         check_k(k)
         if mode not in MODES:
             raise InvalidInput(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
+        fitted = self.ranker if ranker and mode == "auto" and weights is None else None
         weights = weights or FusionWeights()
         stats = self.behaviour
         pool = max(50, 5 * k)
@@ -341,17 +370,29 @@ class RelatedEngine:
             if pid not in vectors and (stats is None or pid not in stats):
                 raise NotFound(f"product '{pid}' is neither in the catalog nor in the behaviour statistics")
         with_vectors = [p for p in product_ids if p in vectors]
+        ranked_ids: list[str] = []
+        if fitted is not None and self._server is not None:
+            ranked_ids = [p for p in dict.fromkeys(product_ids) if fitted.has(fitted.group_of(self.basket_count(p)))]
         text_rows: dict[str, list[Hit]] = {}
         if with_vectors:
+            limit = max(pool, fitted.text_limit) if ranked_ids and fitted is not None else pool
             rows = self.ws.store.search_batch(
                 np.stack([vectors[p] for p in with_vectors]),
-                limit=pool,
+                limit=limit,
                 filters=[base.with_excluded([p]) for p in with_vectors],
             )
             text_rows = dict(zip(with_vectors, rows, strict=True))
+        served: dict[str, list[ScoredItem]] = {}
+        if ranked_ids and self._server is not None:
+            lists = self._server.ranked(ranked_ids, {p: text_rows.get(p, []) for p in ranked_ids}, k, base, collapse)
+            served = dict(zip(ranked_ids, lists, strict=True))
         most = self._most_baskets(stats)
         return [
-            self._related_one(pid, text_rows.get(pid, []), mode, k, base, collapse, weights, stats, most, pool)
+            served[pid]
+            if pid in served
+            else self._related_one(
+                pid, text_rows.get(pid, [])[:pool], mode, k, base, collapse, weights, stats, most, pool
+            )
             for pid in product_ids
         ]
 

@@ -1,0 +1,360 @@
+"""The learned ranker of ``related``: LightGBM lambdarank fitted on the workspace's own basket log.
+
+:func:`fit` replays the log at a few cuts (:mod:`semassoc.ranking.simulate`), fits two models (one for established
+query products, one for new and young ones: serving picks by the query's baskets), validates them on held-out query
+products against text only and behaviour only, and saves them in ``<workspace>/ranker/`` (model text files and
+``lineage.json``) with one atomic directory write. :class:`Ranker` loads them for serving.
+
+LightGBM is imported only here, and only when fitting or scoring with a model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from semassoc.errors import NotFound, SemassocError
+from semassoc.ranking import features as F
+
+RANKER_DIR = "ranker"
+GROUPS = ("established", "new")
+MAX_LABEL = 30
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """Knobs of ``semassoc fit`` (all recorded in the lineage).
+
+    Attributes:
+        cuts: simulated moments in the last part of the log.
+        label_fraction: length of each cut's label window, as a share of the log's time range.
+        step_fraction: distance between successive cuts, as a share of the range.
+        established_min: baskets before a cut that make a query product established (as ``evaluate``'s warm set).
+        max_queries: most query products per group and cut (seeded sample).
+        candidates: candidates per signal (text, own and borrowed behaviour, popularity, newest by text).
+        text_limit: text neighbours searched (the newest-by-text signal looks among these).
+        validation_share: share of query products held out to validate (by a hash of the product id).
+        min_queries: fewest training queries (with a relevant candidate) a model needs; below that none is saved.
+        rounds / learning_rate / num_leaves / min_data_in_leaf: LightGBM settings; early stopping on validation.
+        seed / threads: determinism (fixed seed, deterministic mode, fixed thread count).
+    """
+
+    cuts: int = 3
+    label_fraction: float = 0.2
+    step_fraction: float = 0.1
+    established_min: int = 5
+    max_queries: int = 500
+    candidates: int = 60
+    text_limit: int = 150
+    validation_share: float = 0.2
+    min_queries: int = 30
+    rounds: int = 200
+    learning_rate: float = 0.1
+    num_leaves: int = 31
+    min_data_in_leaf: int = 50
+    seed: int = 0
+    threads: int = 2
+
+
+@dataclass
+class FitReport:
+    """What ``fit`` did. ``saved`` False means the hand-set fusion stays in use, and ``message`` says why."""
+
+    workspace: str
+    saved: bool
+    message: str
+    models: dict[str, dict[str, Any]] = field(default_factory=dict)
+    cuts: list[dict[str, str]] = field(default_factory=list)
+    rows: int = 0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _lightgbm() -> Any:
+    """Import LightGBM without its optional scikit-learn/pandas/dask glue (a second of start-up we never use)."""
+    if "lightgbm" in sys.modules:
+        return sys.modules["lightgbm"]
+    blocked = [m for m in ("sklearn", "pandas", "dask") if m not in sys.modules]
+    for name in blocked:
+        sys.modules[name] = None  # type: ignore[assignment]
+    try:
+        import lightgbm
+    finally:
+        for name in blocked:
+            sys.modules.pop(name, None)
+    return lightgbm
+
+
+def _params(config: FitConfig) -> dict[str, Any]:
+    return {
+        "objective": "lambdarank",
+        "metric": "ndcg",
+        "eval_at": [10],
+        "label_gain": list(range(MAX_LABEL + 1)),  # gain = grade, as evaluate's NDCG
+        "lambdarank_truncation_level": 20,
+        "learning_rate": config.learning_rate,
+        "num_leaves": config.num_leaves,
+        "min_data_in_leaf": config.min_data_in_leaf,
+        "max_bin": 63,
+        "feature_fraction": 1.0,
+        "bagging_fraction": 1.0,
+        "seed": config.seed,
+        "deterministic": True,
+        "force_row_wise": True,
+        "num_threads": config.threads,
+        "verbosity": -1,
+    }
+
+
+def held_out(ids: np.ndarray, share: float) -> np.ndarray:
+    """Whether each product id is in the validation share (a stable hash of the id, not of its position)."""
+    import zlib
+
+    return np.array([zlib.crc32(str(i).encode()) % 1000 < share * 1000 for i in ids.tolist()], dtype=bool)
+
+
+def ndcg10(ranked: list[int], grades: dict[int, float]) -> float:
+    if not grades:
+        return 0.0
+    dcg = sum(grades.get(p, 0.0) / math.log2(i + 2) for i, p in enumerate(ranked[:10]))
+    ideal = sorted(grades.values(), reverse=True)[:10]
+    return dcg / sum(g / math.log2(i + 2) for i, g in enumerate(ideal))
+
+
+def _mean_se(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"mean": 0.0, "se": 0.0, "n": 0}
+    a = np.asarray(values)
+    se = float(a.std(ddof=1) / math.sqrt(a.size)) if a.size > 1 else 0.0
+    return {"mean": round(float(a.mean()), 4), "se": round(se, 4), "n": int(a.size)}
+
+
+def order_by_score(candidates: np.ndarray, scores: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Candidates best first by score, ties by product id (never by position)."""
+    return candidates[np.lexsort((ids[candidates], -scores))]
+
+
+def fit(ws: Any, config: FitConfig | None = None, progress: Callable[[str, int, int], None] | None = None) -> FitReport:
+    """Learn the ranker of ``related`` for an open workspace from its basket log and save it (see the module)."""
+    from semassoc.behaviour.stats import BehaviourStats
+    from semassoc.ranking import simulate as S
+    from semassoc.workspace import replace_directory
+
+    config = config or FitConfig()
+    started = time.perf_counter()
+    report = FitReport(workspace=str(ws.path), saved=False, message="")
+    if not (ws.behaviour_dir / "manifest.json").is_file():
+        raise NotFound(f"no behaviour statistics in {ws.path} (run `semassoc behavior build EVENTS` first)")
+    if ws.manifest.encoder_id is None:
+        raise NotFound(f"no catalog indexed in {ws.path} (run `semassoc index CATALOG` first)")
+    stats = BehaviourStats.open(ws.behaviour_dir)
+    log = stats.basket_log()
+    if log is None:
+        raise SemassocError(
+            f"{ws.behaviour_dir}: these behaviour statistics were built before semassoc kept a basket log; "
+            "rebuild them with `semassoc behavior build EVENTS` and run `semassoc fit` again"
+        )
+    if not (log.time != np.iinfo(np.int64).min).any():
+        report.message = "the events have no times, so there is nothing to replay: the hand-set fusion stays in use"
+        return report
+    stats_ids = np.asarray(stats.item_ids_and_counts()[0]).astype(str)
+    catalog = S.load_catalog(ws.store, stats_ids)
+    log_to_code = np.searchsorted(catalog.ids, stats_ids)
+    cuts = S.choose_cuts(log.time, config.cuts, config.label_fraction, config.step_fraction)
+    min_count = stats.info().min_count
+    sims = []
+    for i, cut in enumerate(cuts):
+        if progress:
+            progress("simulate", i, len(cuts))
+        sim = S.simulate(
+            log,
+            log_to_code,
+            catalog,
+            cut,
+            min_count=min_count,
+            established_min=config.established_min,
+            max_queries=config.max_queries,
+            seed=config.seed + i,
+            k=config.candidates,
+            text_limit=config.text_limit,
+        )
+        sims.append(sim)
+    report.cuts = [c.to_dict() for c in cuts]
+    names = sims[0].table.names if sims else F.BASE_FEATURES
+    models: dict[str, str] = {}
+    for group in GROUPS:
+        if progress:
+            progress(f"fit {group}", len(cuts), len(cuts) + 2)
+        text, summary = _fit_group(group, sims, catalog.ids, names, config)
+        report.models[group] = summary
+        if text is not None:
+            models[group] = text
+    report.rows = sum(int(s.table.candidates.shape[0]) for s in sims)
+    report.seconds = round(time.perf_counter() - started, 2)
+    if not models:
+        reasons = "; ".join(f"{g}: {report.models[g].get('skipped', '')}" for g in GROUPS)
+        report.message = f"too few events to fit a ranker ({reasons}); the hand-set fusion stays in use"
+        return report
+    lineage = {
+        "format": 1,
+        "data_fingerprint": log.fingerprint(),
+        "baskets": len(log),
+        "cuts": report.cuts,
+        "features": list(names),
+        "params": _params(config),
+        "config": asdict(config),
+        "recent_span_us": int(cuts[0].end - cuts[0].at),
+        "models": report.models,
+        "library": {"lightgbm": _lightgbm().__version__, "numpy": np.__version__},
+        "fitted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+    def write(tmp: Path) -> None:
+        for group, text in models.items():
+            (tmp / f"{group}.txt").write_text(text, encoding="utf-8")
+        (tmp / "lineage.json").write_text(json.dumps(lineage, indent=2) + "\n", encoding="utf-8")
+
+    replace_directory(ws.path / RANKER_DIR, write)
+    report.saved = True
+    missing = [g for g in GROUPS if g not in models]
+    report.message = f"ranker saved in {ws.path / RANKER_DIR}" + (
+        f" ({', '.join(missing)} queries keep the hand-set fusion: too few to fit)" if missing else ""
+    )
+    report.seconds = round(time.perf_counter() - started, 2)
+    return report
+
+
+def _fit_group(
+    group: str, sims: list[Any], ids: np.ndarray, names: tuple[str, ...], config: FitConfig
+) -> tuple[str | None, dict[str, Any]]:
+    lgb = _lightgbm()
+    parts: dict[bool, list[tuple[np.ndarray, np.ndarray, list[int]]]] = {True: [], False: []}
+    evaluation: list[tuple[Any, int]] = []  # (sim, query position) of validation queries
+    for sim in sims:
+        wanted = sim.established if group == "established" else ~sim.established
+        validation = held_out(ids[sim.queries], config.validation_share)
+        for i in np.flatnonzero(wanted).tolist():
+            lo, hi = int(sim.table.offsets[i]), int(sim.table.offsets[i + 1])
+            labels = sim.labels[lo:hi]
+            if validation[i]:
+                evaluation.append((sim, i))
+            if hi > lo and labels.max() > 0:
+                parts[bool(validation[i])].append((sim.table.features[lo:hi], labels, [hi - lo]))
+    train, valid = parts[False], parts[True]
+    summary: dict[str, Any] = {"train_queries": len(train), "validation_queries": len(evaluation)}
+    if len(train) < config.min_queries or not valid:
+        summary["skipped"] = f"{len(train)} training queries with a relevant candidate (need {config.min_queries})"
+        return None, summary
+
+    def dataset(rows: list[tuple[np.ndarray, np.ndarray, list[int]]], reference: Any = None) -> Any:
+        x = np.concatenate([r[0] for r in rows])
+        y = np.minimum(np.rint(np.concatenate([r[1] for r in rows])), MAX_LABEL).astype(np.int32)
+        group_sizes = [g for r in rows for g in r[2]]
+        return lgb.Dataset(x, y, group=group_sizes, feature_name=list(names), reference=reference, free_raw_data=True)
+
+    params = _params(config)
+    train_set = dataset(train)
+    valid_set = dataset(valid, train_set)
+    booster = lgb.train(
+        params,
+        train_set,
+        num_boost_round=config.rounds,
+        valid_sets=[valid_set],
+        callbacks=[lgb.early_stopping(20, verbose=False)],
+    )
+    summary["rounds"] = int(booster.best_iteration or config.rounds)
+    summary["validation_ndcg@10"] = _validate(booster, evaluation, ids)
+    text = booster.model_to_string(num_iteration=summary["rounds"])
+    return text, summary
+
+
+def _validate(booster: Any, evaluation: list[tuple[Any, int]], ids: np.ndarray) -> dict[str, dict[str, float]]:
+    """NDCG@10 of the model, text only and behaviour only (popularity for products without any) on held-out
+    queries, with the paired difference of the model against each."""
+    scores: dict[str, list[float]] = {"model": [], "text": [], "behaviour": []}
+    for sim, i in evaluation:
+        lo, hi = int(sim.table.offsets[i]), int(sim.table.offsets[i + 1])
+        truth = sim.truth[i]
+        cands = sim.table.candidates[lo:hi]
+        x = sim.table.features[lo:hi]
+        model = order_by_score(cands, booster.predict(x, num_threads=1), ids) if hi > lo else cands
+        scores["model"].append(ndcg10(model.tolist(), truth))
+        scores["text"].append(ndcg10(sim.text_lists[i][0][:10].tolist(), truth))
+        names = sim.table.names
+        pair = x[:, names.index("pair_count")]
+        if (pair > 0).any():
+            keep = pair > 0
+            behaviour = order_by_score(cands[keep], pair[keep], ids)
+        else:
+            rank = x[:, names.index("popularity_rank")]
+            behaviour = order_by_score(cands, -rank, ids)
+        scores["behaviour"].append(ndcg10(behaviour.tolist(), truth))
+    out = {name: _mean_se(values) for name, values in scores.items()}
+    for other in ("text", "behaviour"):
+        diff = [a - b for a, b in zip(scores["model"], scores[other], strict=True)]
+        out[f"model - {other}"] = _mean_se(diff)
+    return out
+
+
+class Ranker:
+    """A fitted ranker loaded for serving."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        try:
+            self.lineage = json.loads((directory / "lineage.json").read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise SemassocError(f"{directory / 'lineage.json'}: unreadable ranker lineage: {exc}") from None
+        self.features = tuple(self.lineage["features"])
+        self.recent_span = int(self.lineage["recent_span_us"])
+        self.established_min = int(self.lineage["config"]["established_min"])
+        self.candidates = int(self.lineage["config"]["candidates"])
+        self.text_limit = int(self.lineage["config"]["text_limit"])
+        self._boosters: dict[str, Any] = {}
+
+    @staticmethod
+    def open(workspace_path: Path) -> Ranker | None:
+        directory = workspace_path / RANKER_DIR
+        return Ranker(directory) if (directory / "lineage.json").is_file() else None
+
+    def has(self, group: str) -> bool:
+        return (self.directory / f"{group}.txt").is_file()
+
+    def group_of(self, baskets: int) -> str:
+        return "established" if baskets >= self.established_min else "new"
+
+    def predict(self, group: str, x: np.ndarray) -> np.ndarray:
+        booster = self._boosters.get(group)
+        if booster is None:
+            lgb = _lightgbm()
+            booster = self._boosters[group] = lgb.Booster(model_file=str(self.directory / f"{group}.txt"))
+        return booster.predict(x, num_threads=2 if x.shape[0] > 20_000 else 1)
+
+    def summary(self) -> dict[str, Any]:
+        """What ``info`` shows."""
+        out: dict[str, Any] = {
+            "fitted": self.lineage.get("fitted_at"),
+            "baskets": self.lineage.get("baskets"),
+            "cuts": ", ".join(c["cut"][:10] for c in self.lineage.get("cuts", [])),
+            "lightgbm": self.lineage.get("library", {}).get("lightgbm"),
+        }
+        for group, model in self.lineage.get("models", {}).items():
+            metrics = model.get("validation_ndcg@10")
+            if metrics:
+                out[f"{group} ndcg@10 (validation)"] = (
+                    f"model {metrics['model']['mean']:.3f}, text {metrics['text']['mean']:.3f}, "
+                    f"behaviour {metrics['behaviour']['mean']:.3f} ({metrics['model']['n']} queries)"
+                )
+            else:
+                out[f"{group}"] = "hand-set fusion (too few to fit)"
+        return out

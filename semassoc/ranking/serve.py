@@ -1,0 +1,238 @@
+"""Serving a fitted ranker inside :class:`~semassoc.ranking.engine.RelatedEngine`: the same candidates and features as
+:mod:`semassoc.ranking.simulate` built at fit time, now at the end of the basket log, then the model's order.
+
+Per engine, the arrays of the behaviour statistics (ids, basket counts, first basket times) and every looked-up pair
+row are kept, so a batch pays only for its own candidates: one batched text search, feature rows built per query with
+numpy, one model call per query group.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from semassoc.behaviour.baskets import MISSING, BasketLog
+from semassoc.ranking import features as F
+from semassoc.ranking.ranker import Ranker
+from semassoc.results import ScoredItem, public_attributes
+from semassoc.store.base import Hit, ProductFilter
+
+if TYPE_CHECKING:
+    from semassoc.behaviour.stats import BehaviourStats
+    from semassoc.ranking.engine import RelatedEngine
+
+
+class Server:
+    """Per-engine state for ranked ``related`` lists."""
+
+    def __init__(self, engine: RelatedEngine, stats: BehaviourStats, ranker: Ranker) -> None:
+        self.engine = engine
+        self.stats = stats
+        self.ranker = ranker
+        ids, counts = stats.item_ids_and_counts()
+        self.ids = np.asarray(ids).astype(str)
+        self.counts = np.asarray(counts, dtype=np.int64)
+        directory = stats.directory
+        if BasketLog.exists(directory):
+            self.first_seen = np.asarray(BasketLog.load_first_seen(directory), dtype=np.int64)
+            times = np.load(directory / "log_time.npy", mmap_mode="r")
+            timed = np.asarray(times)[np.asarray(times) != MISSING]
+            self.now = int(timed.max()) + 1 if timed.size else 0
+        else:
+            self.first_seen = np.full(self.ids.shape[0], MISSING, dtype=np.int64)
+            self.now = 0
+        self.baskets = stats.info().baskets
+        self.scores_cache: dict[int, Any] = {}
+        self.attributes = [f for f in ranker.features if f in F.ATTRIBUTE_FEATURES]
+        self.payloads: dict[str, dict[str, Any]] = {}
+        self.labels: dict[str, int] = {}
+        self.absent: set[str] = set()
+        base = self._view(self.ids, self.counts, self.first_seen)
+        self.popular = base.popular(ranker.candidates)
+
+    def _row(self, code: int) -> F.Row:
+        codes, pair, _ = self.stats.neighbour_codes(str(self.ids[code]))
+        return codes, pair
+
+    def _view(self, ids: np.ndarray, counts: np.ndarray, first_seen: np.ndarray) -> F.View:
+        view = F.View(
+            ids=ids,
+            counts=counts,
+            first_seen=first_seen,
+            now=self.now,
+            baskets=self.baskets,
+            row=self._row,
+            recent_span=self.ranker.recent_span,
+        )
+        view._scores = self.scores_cache  # shared across batches: behaviour codes are stable
+        return view
+
+    def _label(self, value: Any) -> int:
+        text = str(value or "")
+        if not text:
+            return -1
+        return self.labels.setdefault(text, len(self.labels))
+
+    def ranked(
+        self,
+        product_ids: Sequence[str],
+        text_rows: dict[str, list[Hit]],
+        k: int,
+        base: ProductFilter,
+        collapse: str | None,
+    ) -> list[list[ScoredItem]]:
+        """Ranked lists for ``product_ids`` (each must have a model for its group)."""
+        from semassoc.ranking.simulate import DATE_COLUMNS, parse_date
+
+        n = self.ids.shape[0]
+        for hits in text_rows.values():
+            for h in hits:
+                self.payloads.setdefault(h.product_id, h.payload)
+        wanted = set(product_ids) | {h.product_id for hits in text_rows.values() for h in hits}
+        wanted_arr = np.asarray(sorted(wanted), dtype=str)
+        pos = np.minimum(np.searchsorted(self.ids, wanted_arr), max(n - 1, 0))
+        known = (self.ids[pos] == wanted_arr) if n else np.zeros(wanted_arr.shape[0], bool)
+        extras = wanted_arr[~known]
+        ids = np.concatenate([self.ids, extras]) if extras.size else self.ids
+        code_of = dict(zip(wanted_arr[known].tolist(), pos[known].tolist(), strict=True))
+        code_of.update({pid: n + i for i, pid in enumerate(extras.tolist())})
+        counts = np.r_[self.counts, np.zeros(extras.size, np.int64)]
+        first = np.r_[self.first_seen, np.full(extras.size, MISSING, np.int64)]
+        view = self._view(ids, counts, first)
+        view._popular = self.popular
+        if self.attributes:
+            size = ids.shape[0]
+            view.price = np.full(size, np.nan)
+            view.category = np.full(size, -1, dtype=np.int64)
+            view.brand = np.full(size, -1, dtype=np.int64)
+            view.date = np.full(size, MISSING, dtype=np.int64)
+
+            def load(codes: np.ndarray) -> None:
+                names = [str(i) for i in ids[codes].tolist()]
+                missing = [p for p in names if p not in self.payloads]
+                if missing:
+                    self.payloads.update(self.engine.payloads(missing))
+                for code, pid in zip(codes.tolist(), names, strict=True):
+                    payload = self.payloads.get(pid)
+                    if payload is None:
+                        continue
+                    try:
+                        price = float(payload.get("price"))  # type: ignore[arg-type]
+                    except (TypeError, ValueError):
+                        price = float("nan")
+                    view.price[code] = price if np.isfinite(price) and price > 0 else np.nan  # type: ignore[index]
+                    view.category[code] = self._label(payload.get("category"))  # type: ignore[index]
+                    view.brand[code] = self._label(payload.get("brand"))  # type: ignore[index]
+                    flat = public_attributes(payload)
+                    for name in DATE_COLUMNS:
+                        if flat.get(name) not in (None, ""):
+                            view.date[code] = parse_date(flat[name])  # type: ignore[index]
+                            break
+
+            view.load_attributes = load
+        queries = np.array([code_of[p] for p in product_ids], dtype=np.int64)
+        text = []
+        for pid in product_ids:
+            hits = sorted(text_rows.get(pid, []), key=lambda h: (-h.score, h.product_id))
+            text.append(
+                (
+                    np.array([code_of[h.product_id] for h in hits], dtype=np.int64),
+                    np.array([h.score for h in hits], dtype=np.float64),
+                )
+            )
+        table = F.build(view, queries, text, k=self.ranker.candidates, names=self.ranker.features)
+        scores = np.zeros(table.candidates.shape[0])
+        groups = [self.ranker.group_of(int(counts[q])) for q in queries.tolist()]
+        for group in set(groups):
+            rows = np.concatenate(
+                [np.arange(table.offsets[i], table.offsets[i + 1]) for i, g in enumerate(groups) if g == group]
+            )
+            if rows.size:
+                scores[rows] = self.ranker.predict(group, table.features[rows])
+        orders = []
+        head: set[str] = set()
+        for i in range(len(product_ids)):
+            lo, hi = int(table.offsets[i]), int(table.offsets[i + 1])
+            cands = table.candidates[lo:hi]
+            order = np.lexsort((ids[cands], -scores[lo:hi]))
+            orders.append(order)
+            head.update(str(p) for p in ids[cands[order[: max(4 * k, 32)]]].tolist())
+        missing = [p for p in sorted(head) if p not in self.payloads]
+        if missing:  # one store call for the heads of every list (the rest only when filters reach further)
+            found = self.engine.payloads(missing)
+            self.payloads.update(found)
+            self.absent.update(p for p in missing if p not in found)
+        out = []
+        for i, pid in enumerate(product_ids):
+            lo, hi = int(table.offsets[i]), int(table.offsets[i + 1])
+            cands = table.candidates[lo:hi]
+            order = orders[i]
+            row_of = {str(ids[cands[j]]): lo + int(j) for j in order.tolist()}
+            ranked = [(name, float(scores[r])) for name, r in row_of.items()]
+            flt = base.with_excluded([pid])
+            payloads: dict[str, Any] = {}
+            for name in list(row_of)[: max(4 * k, 32)]:
+                if name in self.payloads or name in self.absent:
+                    payloads[name] = self.payloads.get(name)  # None: not in the catalog, skipped without a look-up
+            kept = self.engine._admissible(ranked, payloads, flt, collapse, pid, k)
+            evidence = float(counts[queries[i]])
+            out.append(
+                [
+                    self._item(name, score, table, row_of[name], view, payloads.get(name), evidence)
+                    for name, score in kept
+                ]
+            )
+        return out
+
+    def _item(
+        self,
+        item: str,
+        score: float,
+        table: F.Table,
+        row: int,
+        view: F.View,
+        payload: dict[str, Any] | None,
+        evidence: float,
+    ) -> ScoredItem:
+        def value(name: str) -> float:
+            return float(table.features[row, table.names.index(name)])
+
+        sim = max(value("text_sim"), 0.0)
+        signals = {
+            "text": sim,
+            "behaviour": value("behaviour_share"),
+            "transfer": value("transfer"),
+            "popularity": float(view.counts[table.candidates[row]]),
+            "evidence": evidence,
+            "ranker": score,
+        }
+        ranks = [
+            ("behaviour", value("behaviour_rank")),
+            ("transfer", value("transfer_rank")),
+            ("recent", value("recent_rank")),
+            ("text", value("text_rank")),
+            ("popularity", value("popularity_rank")),
+        ]
+        strongest = min(ranks, key=lambda kv: kv[1])[0] if min(r for _, r in ranks) < F.NOT_RANKED else "text"
+        if strongest == "behaviour" and value("pair_count") > 0:
+            reason = f"bought together in {value('pair_count'):.0f} baskets (lift {value('pair_lift'):.1f})"
+        elif strongest == "transfer" and int(table.via[row]) >= 0:
+            donor = str(view.ids[int(table.via[row])])
+            title = self.payloads.get(donor) or self.engine.payloads([donor]).get(donor, {})
+            reason = f"via {title.get('title', donor)} (text {float(table.via_sim[row]):.2f})"
+        elif strongest == "recent":
+            reason = f"new product, text similarity {sim:.2f}"
+        elif strongest == "popularity":
+            reason = f"popular: in {view.counts[table.candidates[row]]} baskets"
+        else:
+            reason = f"text similarity {sim:.2f}"
+        return ScoredItem(
+            product_id=item,
+            title=str((payload or {}).get("title", "")),
+            score=score,
+            signals=signals,
+            explanation=reason,
+            attributes=public_attributes(payload or {}),
+        )
