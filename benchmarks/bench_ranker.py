@@ -29,7 +29,8 @@ from semassoc import api  # noqa: E402
 from semassoc.behaviour.events import EventFilters, LoadOptions  # noqa: E402
 from semassoc.behaviour.stats import BehaviourStats  # noqa: E402
 from semassoc.errors import NotFound  # noqa: E402
-from semassoc.evaluation.harness import EvaluationConfig, catalog_ids, ndcg_at_k, prepare  # noqa: E402
+from semassoc.evaluation.metrics import ndcg_at_k  # noqa: E402
+from semassoc.evaluation.preparation import EvaluationConfig, catalog_ids, prepare  # noqa: E402
 from semassoc.ranking.engine import RelatedEngine  # noqa: E402
 from semassoc.ranking.ranker import FitConfig  # noqa: E402
 from semassoc.workspace import Workspace  # noqa: E402
@@ -99,7 +100,7 @@ def main() -> None:
     results: dict[str, dict[str, object]] = {}
     with Workspace.open(ws_path) as ws:
         engine = RelatedEngine(ws)
-        for name, queries in (("established", data.products.warm), ("new", data.products.cold)):
+        for name, queries in (("established", data.products.established), ("new", data.products.new)):
             truths = data.product_truths(queries)
             per_method = {}
             for method in methods:

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import typer
 from typer.core import TyperGroup
 
-from semassoc.cli import behaviour, evaluate, index, query, related, train
+from semassoc.cli import behaviour, evaluate, fit, index, query, related, train
 from semassoc.cli.output import error
 from semassoc.errors import SemassocError
 
@@ -114,6 +114,7 @@ _COMMANDS: list[tuple[typer.Typer, Callable[..., Any], str | None]] = [
     (batch_app, related.batch_recommend, "recommend"),
     (app, evaluate.evaluate, None),
     (app, train.train, None),
+    (app, fit.fit, None),
 ]
 for group, function, name in _COMMANDS:
     group.command(name)(errors(function))

@@ -147,8 +147,8 @@ def order_by_score(candidates: np.ndarray, scores: np.ndarray, ids: np.ndarray) 
 def fit(ws: Any, config: FitConfig | None = None, progress: Callable[[str, int, int], None] | None = None) -> FitReport:
     """Learn the ranker of ``related`` for an open workspace from its basket log and save it (see the module)."""
     from semassoc.behaviour.stats import BehaviourStats
+    from semassoc.io import replace_directory
     from semassoc.ranking import simulate as S
-    from semassoc.workspace import replace_directory
 
     config = config or FitConfig()
     started = time.perf_counter()

@@ -182,9 +182,9 @@ def simulate(
     """The candidates, features and labels of one cut (see the module docstring)."""
     import scipy.sparse as sp
 
+    from semassoc.behaviour.cooccurrence import pair_counts
     from semassoc.behaviour.events import Events
-    from semassoc.behaviour.stats import pair_counts
-    from semassoc.evaluation.harness import TruthConfig, build_truth
+    from semassoc.evaluation.truth import TruthConfig, build_truth
 
     n = catalog.ids.shape[0]
     items = log_to_code[log.items]

@@ -1,0 +1,169 @@
+"""The learned ranker of ``related`` (``semassoc fit``) on the Online Retail example, with the hashing encoder."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from semassoc import api
+from semassoc.behaviour.baskets import FILES
+from semassoc.behaviour.events import EventFilters, LoadOptions
+from semassoc.behaviour.stats import BehaviourStats
+from semassoc.errors import SemassocError
+from semassoc.ranking import simulate as S
+from semassoc.ranking.engine import RelatedEngine
+from semassoc.ranking.ranker import FitConfig
+from semassoc.text.encoder import HashingEncoder
+from semassoc.workspace import Workspace
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "online_retail"
+#: Small enough for a test (one cut, few queries and rounds), large enough to fit both models.
+SMALL = FitConfig(cuts=1, max_queries=150, candidates=30, text_limit=60, rounds=30)
+OPTIONS = LoadOptions(filters=EventFilters.online_retail())
+
+
+def _workspace(path: Path, catalog: Path) -> Path:
+    api.index_catalog(catalog, workspace=path, encoder=HashingEncoder(64))
+    api.build_behavior(EXAMPLES / "invoices.parquet", workspace=path, options=OPTIONS)
+    return path
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = _workspace(tmp_path_factory.mktemp("ranker") / "ws", EXAMPLES / "catalog.csv")
+    report = api.fit(path, config=SMALL)
+    assert report.saved, report.message
+    return path
+
+
+def _queries(ws: Path) -> list[str]:
+    """Established, young and never-bought catalog products (every group the ranker serves)."""
+    stats = BehaviourStats.open(ws / "behaviour")
+    ids, counts = stats.item_ids_and_counts()
+    by_count = sorted(zip(counts.tolist(), np.asarray(ids).tolist(), strict=True))
+    catalog = [row["product_id"] for row in csv.DictReader((EXAMPLES / "catalog.csv").open())]
+    never = sorted(set(catalog) - set(np.asarray(ids).tolist()))[:3]
+    return [p for _, p in by_count[-8:]] + [p for c, p in by_count if c < 5][:8] + never
+
+
+def test_simulated_catalog_excludes_products_first_seen_after_the_simulated_period(fitted: Path) -> None:
+    with Workspace.open(fitted) as ws:
+        stats = BehaviourStats.open(ws.behaviour_dir)
+        log = stats.basket_log()
+        assert log is not None
+        stats_ids = np.asarray(stats.item_ids_and_counts()[0]).astype(str)
+        catalog = S.load_catalog(ws.store, stats_ids)
+    log_to_code = np.searchsorted(catalog.ids, stats_ids)
+    first_all = S.BasketLog(log.indptr, log_to_code[log.items], log.time, catalog.ids.shape[0]).first_seen()
+    timed = log.time[log.time != S.MISSING]
+    middle = int(np.quantile(timed, 0.5))
+    cut = S.Cut(middle, middle + 30 * 86_400_000_000)
+    later = catalog.in_store & ((first_all == S.MISSING) | (first_all >= cut.end))
+    assert later.sum() > 20  # there are products first seen after the simulated period, and never-bought ones
+    sim = S.simulate(
+        log, log_to_code, catalog, cut, min_count=2, established_min=5, max_queries=100, seed=0, k=30, text_limit=60
+    )
+    assert sim.table.candidates.size and (~sim.established).any() and sim.established.any()
+    assert not later[sim.table.candidates].any()
+    assert (first_all[sim.table.candidates] < cut.end).all()
+    # the new queries are truly new at the cut: no basket before it
+    query_baskets = np.expm1(sim.table.column("query_baskets")[sim.table.offsets[:-1]])
+    assert (query_baskets[~sim.established] < 5).all() and (query_baskets[sim.established] >= 5).all()
+    never_before = sim.queries[query_baskets == 0]
+    assert never_before.size and (first_all[never_before] >= cut.at).all()
+
+
+def test_fit_twice_with_one_seed_gives_the_same_model(fitted: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "ws"
+    shutil.copytree(fitted, copy)
+    first = {p.name: p.read_bytes() for p in (fitted / "ranker").glob("*.txt")}
+    assert set(first) == {"established.txt", "new.txt"}
+    report = api.fit(copy, config=SMALL)
+    assert report.saved
+    assert {p.name: p.read_bytes() for p in (copy / "ranker").glob("*.txt")} == first
+
+
+def test_shuffling_the_catalog_rows_leaves_every_list_identical(fitted: Path, tmp_path: Path) -> None:
+    rows = list(csv.DictReader((EXAMPLES / "catalog.csv").open()))
+    np.random.default_rng(7).shuffle(rows)
+    shuffled = tmp_path / "catalog.csv"
+    with shuffled.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    other = _workspace(tmp_path / "ws", shuffled)
+    assert api.fit(other, config=SMALL).saved
+    assert (other / "ranker" / "established.txt").read_bytes() == (fitted / "ranker" / "established.txt").read_bytes()
+    for pid in _queries(fitted):
+        a = [(i.product_id, round(i.score, 9)) for i in api.related(pid, workspace=fitted, k=10)]
+        b = [(i.product_id, round(i.score, 9)) for i in api.related(pid, workspace=other, k=10)]
+        assert a == b, pid
+
+
+def test_batch_equals_single_calls_with_the_model(fitted: Path) -> None:
+    queries = _queries(fitted)
+    with Workspace.open(fitted) as ws:
+        engine = RelatedEngine(ws)
+        assert engine.ranker is not None
+        batch = engine.related_batch(queries, k=10)
+        singles = [RelatedEngine(ws).related(q, k=10) for q in queries]
+        filtered = engine.related_batch(queries[:4], k=5, collapse="base-code")
+    for a, b in zip(batch, singles, strict=True):
+        assert [(i.product_id, i.explanation) for i in a] == [(i.product_id, i.explanation) for i in b]
+        assert all("ranker" in i.signals for i in a)
+    assert all(
+        len({i.product_id.rstrip("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz") for i in row}) == len(row)
+        for row in filtered
+    )
+    explanations = " | ".join(i.explanation for row in batch for i in row)
+    assert "bought together in" in explanations and "text similarity" in explanations
+    info = api.info(workspace=fitted).sections["ranker"]
+    assert info["in use"].startswith("fitted ranker")
+
+
+def test_ranker_false_and_other_modes_keep_the_hand_set_fusion(fitted: Path, tmp_path: Path) -> None:
+    bare = tmp_path / "bare"
+    shutil.copytree(fitted, bare)
+    shutil.rmtree(bare / "ranker")
+    assert api.info(workspace=bare).sections["ranker"]["in use"].startswith("hand-set fusion")
+    for pid in _queries(fitted)[:6]:
+        without = [i.product_id for i in api.related(pid, workspace=bare, k=10)]
+        assert without == [i.product_id for i in api.related(pid, workspace=fitted, k=10, ranker=False)]
+        for mode in ("substitutes", "complements"):
+            assert [i.product_id for i in api.related(pid, workspace=bare, k=10, mode=mode)] == [
+                i.product_id for i in api.related(pid, workspace=fitted, k=10, mode=mode)
+            ]
+
+
+def test_fit_on_a_tiny_workspace_falls_back_with_a_clear_message(tmp_path: Path, catalog_csv: Path) -> None:
+    events = tmp_path / "orders.csv"
+    lines = ["order_id,product_id,timestamp"]
+    baskets = [("m1", "m2"), ("c1", "c2"), ("l1", "l2"), ("m1", "t1")] * 3
+    for number, basket in enumerate(baskets):
+        lines += [f"o{number},{item},2024-01-{number + 1:02d} 10:00:00" for item in basket]
+    events.write_text("\n".join(lines) + "\n")
+    ws = tmp_path / "ws"
+    api.index_catalog(catalog_csv, workspace=ws, encoder=HashingEncoder(64))
+    api.build_behavior(events, workspace=ws, min_count=1)
+    report = api.fit(ws)
+    assert not report.saved
+    assert "too few events" in report.message and "hand-set fusion" in report.message
+    assert not (ws / "ranker").exists()
+    assert api.related("m1", workspace=ws, k=3)  # still answers, with the fusion
+    assert api.info(workspace=ws).sections["ranker"]["in use"].startswith("hand-set fusion")
+
+
+def test_statistics_without_a_log_ask_for_a_rebuild(tmp_path: Path, catalog_csv: Path) -> None:
+    events = tmp_path / "orders.csv"
+    events.write_text("order_id,product_id,timestamp\no1,m1,2024-01-01\no1,m2,2024-01-01\n")
+    ws = tmp_path / "ws"
+    api.index_catalog(catalog_csv, workspace=ws, encoder=HashingEncoder(64))
+    api.build_behavior(events, workspace=ws, min_count=1)
+    for name in FILES:
+        (ws / "behaviour" / name).unlink()
+    with pytest.raises(SemassocError, match="behavior build"):
+        api.fit(ws)
