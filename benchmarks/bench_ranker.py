@@ -125,9 +125,8 @@ def main() -> None:
     for name, block in results.items():
         print(f"\n{name} products ({block['queries']} queries): NDCG@10 ± se; paired related - method ± se")
         for method, row in block["methods"].items():  # type: ignore[union-attr]
-            print(
-                f"  {method:16s} {row['ndcg@10']:.3f} ± {row['se']:.3f}   {row['related - this']:+.3f} ± {row['diff se']:.3f}"
-            )
+            ndcg = f"{row['ndcg@10']:.3f} ± {row['se']:.3f}"
+            print(f"  {method:16s} {ndcg}   {row['related - this']:+.3f} ± {row['diff se']:.3f}")
     OUT.mkdir(parents=True, exist_ok=True)
     out = {"cut": args.cut, "model": args.model, "fit": fit.to_dict(), "fit_seconds": fit_s, "results": results}
     (OUT / "bench_ranker.json").write_text(json.dumps(out, indent=2) + "\n")

@@ -38,10 +38,14 @@ def related(
     k: TopK = 10,
     collapse: Collapse = None,
     filter: ProductFilter = ANY_PRODUCT,
+    no_ranker: Annotated[
+        bool, typer.Option("--no-ranker", help="Use the hand-set fusion even when `semassoc fit` saved a ranker.")
+    ] = False,
     qdrant_url: QdrantUrl = None,
     as_json: AsJson = False,
 ) -> None:
-    """Related products from text and behaviour fused, with per-signal scores and a reason per row.
+    """Related products from text and behaviour fused, with per-signal scores and a reason per row (ordered by the
+    ranker `semassoc fit` learned, when the workspace has one).
 
     Example: semassoc related 85123A --mode complements -k 5 --collapse base-code
     """
@@ -52,6 +56,7 @@ def related(
         k=k,
         collapse=collapse,
         filter=filter,
+        ranker=not no_ranker,
         qdrant_url=qdrant_url,
     )
     output.items(items, as_json, f"related to {product_id} ({mode.value})")
