@@ -33,12 +33,12 @@ import numpy as np
 
 from semassoc.behaviour.baskets import BasketLog
 from semassoc.behaviour.events import LoadOptions
+from semassoc.behaviour.pair_state import PairState
 from semassoc.behaviour.rules import _CONFIDENCE_SLACK, Rule, _min_count
 from semassoc.behaviour.spark_events import SparkEvents, SparkSettings, load_events_spark, spark_session
 from semassoc.behaviour.stats import (
     BehaviourStats,
     _check_distinct_sources,
-    _State,
     _utc_now,
 )
 from semassoc.behaviour.users import MISSING, UserHistories, _aggregate, _concat, _write
@@ -97,8 +97,8 @@ def _collect(frame: DataFrame) -> pa.Table:
 
 def _state(
     parts: Sequence[SparkEvents], weighted: bool, event_types: Sequence[str] | None, progress: Progress | None
-) -> _State:
-    """The local engine's ``_State`` (every pair count, product counts, baskets), computed by Spark."""
+) -> PairState:
+    """The local engine's ``PairState`` (every pair count, product counts, baskets), computed by Spark."""
     import pyarrow as pa
     import pyarrow.compute as pc
     from pyspark import StorageLevel
@@ -176,7 +176,7 @@ def _state(
         pc.fill_null(log_table.column("t"), MISSING).to_numpy(zero_copy_only=False).astype(np.int64),
         size,
     ).canonical()
-    return _State(
+    return PairState(
         item_ids, item_counts, counts_matrix, int(n_baskets), weighted_matrix, wnorm2 if weighted else None, log
     )
 
@@ -259,7 +259,7 @@ def update_stats_spark(
     _check_distinct_sources([d for _, d in manifest["sources"]], parts)  # type: ignore[arg-type]
     options = {k: manifest[k] for k in ("min_count", "top_k", "weighted", "event_types")}
     new = _state(parts, bool(options["weighted"]), options["event_types"], progress)
-    merged = _State.load(directory, bool(options["weighted"])).merge(new)
+    merged = PairState.load(directory, bool(options["weighted"])).merge(new)
     sources = [*manifest["sources"], *([s, d] for p in parts for s, d in zip(p.sources, p.digests, strict=True))]
     created = datetime.fromisoformat(manifest["created"])
     merged.write(directory, options, sources, created=created, updated=_utc_now(), progress=progress)
