@@ -244,7 +244,8 @@ BAD_CSV = (
     "2,c,x,2024-01-01\n"  # bad quantity
     "3,d,1,yesterday\n"  # bad timestamp
     "3,e,-1,2024-01-02\n"  # filtered: quantity <= 0
-    "4,f,NA,2024-01-02\n"  # NA reads as null, as in pyarrow
+    "4,f,NA,2024-01-02\n"  # bad quantity (NA is text, not a missing value)
+    "4,g,1,\n"  # missing timestamp
 )
 
 
@@ -272,4 +273,4 @@ def load_table_as_text(path: Path) -> pa.Table:
     with path.open(encoding="utf-8", newline="") as fh:
         rows = [r for r in csv.reader(fh) if r]
     header, body = rows[0], [r for r in rows[1:] if len(r) == len(rows[0])]
-    return pa.table({h: [r[i] if r[i] != "NA" else None for r in body] for i, h in enumerate(header)})
+    return pa.table({h: [r[i] or None for r in body] for i, h in enumerate(header)})

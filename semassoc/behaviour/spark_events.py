@@ -138,7 +138,7 @@ def _load_one(spark: SparkSession, spec: str, options: LoadOptions) -> SparkEven
 
     _check_exists(spec)
     kind = _format_of(spec)
-    raw = _read(spark, spec, kind)
+    raw = _read(spark, spec, kind, options.delimiter)
     names = [n for n in raw.columns if n != _CORRUPT]
     cols = options.columns.resolve(names, spec)
     if cols.item is None:
@@ -176,8 +176,8 @@ def _load_one(spark: SparkSession, spec: str, options: LoadOptions) -> SparkEven
     if cols.timestamp is not None:
         out["ts"], bad_ts = _timestamp(raw, cols.timestamp)
         flags["bad_ts"] = ok & bad_ts
-        if cols.basket is None or options.half_life_days is not None:
-            flags["missing_ts"] = ok & out["ts"].isNull() & ~bad_ts
+        # As the local reader: a timestamp column must hold a time on every row.
+        flags["missing_ts"] = ok & out["ts"].isNull() & ~bad_ts
     if cols.quantity is not None:
         out["quantity"], bad_q = _number(raw, cols.quantity)
         flags["quantity"] = ok & bad_q
@@ -351,12 +351,13 @@ def _describe(
                 found = list(
                     load_events(
                         local,
-                        _present(explicit, local, kind),
+                        _present(explicit, local, options),
                         session_gap=_gap(options),
                         weights=options.weights,
                         half_life=_half_life(options),
                         filters=options.filters,
                         on_error="skip",
+                        delimiter=options.delimiter,
                     ).skipped.problems
                 )
             except InvalidInput:
@@ -369,18 +370,12 @@ def _describe(
     return problems
 
 
-def _present(columns: EventColumns, path: Path, kind: str) -> EventColumns:
+def _present(columns: EventColumns, path: Path, options: LoadOptions) -> EventColumns:
     """The explicit columns, less those this one file lacks (a partition column, or a field absent from it)."""
-    if kind == "csv":
-        import csv
-        import gzip
+    from semassoc.tables import read_table
 
-        opener = gzip.open if path.suffix.lower() == ".gz" else open
-        with opener(path, "rt", encoding="utf-8-sig", newline="") as fh:
-            delimiter = "\t" if ".tsv" in [s.lower() for s in path.suffixes] else ","
-            header = set(next(csv.reader(fh, delimiter=delimiter), []))
-        return EventColumns(**{k: (v if v in header else None) for k, v in columns.__dict__.items()})
-    return columns
+    header = set(read_table(path, delimiter=options.delimiter).columns)
+    return EventColumns(**{k: (v if v in header else None) for k, v in columns.__dict__.items()})
 
 
 def _gap(options: LoadOptions) -> Any:

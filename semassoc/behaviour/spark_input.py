@@ -24,26 +24,6 @@ if TYPE_CHECKING:
 
 __all__ = ["SparkSettings", "spark_session"]
 
-#: The values pyarrow's CSV reader (the local engine) reads as null; Spark's CSV reader only knows "".
-_CSV_NULLS = (
-    "",
-    "#N/A",
-    "#N/A N/A",
-    "#NA",
-    "-1.#IND",
-    "-1.#QNAN",
-    "-NaN",
-    "-nan",
-    "1.#IND",
-    "1.#QNAN",
-    "N/A",
-    "NA",
-    "NULL",
-    "NaN",
-    "n/a",
-    "nan",
-    "null",
-)
 _CORRUPT = "_corrupt_record"
 _TRIM = r"^\p{IsWhite_Space}+|\p{IsWhite_Space}+$"
 # Text the local engine parses as a time (ISO 8601 date, optional time, fraction and offset); Spark's cast is more
@@ -178,8 +158,7 @@ def _quoted(name: str) -> str:
     return "`" + name.replace("`", "``") + "`"
 
 
-def _read(spark: SparkSession, spec: str, kind: str) -> DataFrame:
-    from pyspark.sql import functions as F
+def _read(spark: SparkSession, spec: str, kind: str, delimiter: str | None = None) -> DataFrame:
     from pyspark.sql import types as T
 
     reader = spark.read.option("mode", "PERMISSIVE").option("columnNameOfCorruptRecord", _CORRUPT)
@@ -187,19 +166,32 @@ def _read(spark: SparkSession, spec: str, kind: str) -> DataFrame:
         return reader.parquet(spec)
     if kind == "jsonl":
         return reader.json(spec)
-    delimiter = "\t" if ".tsv" in spec.lower() else ","
-    csv = reader.option("header", True).option("sep", delimiter).option("escape", '"')
+    # As the local reader: every field is text and only an empty field is missing (NA, NULL, nan are ids).
+    sep = delimiter or _delimiter_of(spec)
+    csv = reader.option("header", True).option("sep", sep).option("escape", '"')
     header = csv.option("inferSchema", False).csv(spec).columns
     schema = T.StructType([T.StructField(name, T.StringType()) for name in header])
-    frame = csv.schema(schema.add(T.StructField(_CORRUPT, T.StringType()))).csv(spec)
-    # pyarrow (the local reader) reads these spellings as null in text columns.
-    return frame.select(
-        *[
-            F.when(F.col(_quoted(n)).isin(list(_CSV_NULLS)), F.lit(None)).otherwise(F.col(_quoted(n))).alias(n)
-            for n in header
-        ],
-        F.col(_CORRUPT),
-    )
+    return csv.schema(schema.add(T.StructField(_CORRUPT, T.StringType()))).csv(spec)
+
+
+def _delimiter_of(spec: str) -> str:
+    """The local reader's delimiter detection on the first local file; "," (tab for .tsv) for remote files."""
+    from semassoc.tables import _detect_delimiter
+
+    local = _local_path(spec)
+    first: Path | None = None
+    if local is not None:
+        if local.is_file():
+            first = local
+        elif local.is_dir():
+            first = next(
+                (p for p in sorted(local.rglob("*")) if p.is_file() and not p.name.startswith((".", "_"))), None
+            )
+        else:
+            first = next((Path(p) for p in sorted(glob.glob(str(local))) if Path(p).is_file()), None)
+    if first is None:
+        return "\t" if ".tsv" in spec.lower() else ","
+    return _detect_delimiter(first)
 
 
 # -------------------------------------------------------------------------------------------------- conversion
@@ -242,8 +234,10 @@ def _timestamp(frame: DataFrame, name: str) -> tuple[Column, Column]:
         return F.unix_micros(column.cast("timestamp")), no
     if isinstance(dtype, T.NumericType):
         seconds = column.cast("double")
-        known = seconds.isNotNull() & ~F.isnan(seconds) & (F.abs(seconds) != float("inf"))
-        return F.when(known, F.bround(seconds * 1_000_000).cast("long")), no
+        # As the local reader: NaN is missing; infinite or beyond datetime64[us] (about 292,000 years) is bad.
+        present = seconds.isNotNull() & ~F.isnan(seconds)
+        ok = present & (F.abs(seconds) < 9e12)
+        return F.when(ok, F.bround(seconds * 1_000_000).cast("long")), present & ~ok
     text = F.regexp_replace(column.cast("string"), _TRIM, "")
     text = F.when(F.length(text) > 0, text)
     parsed = F.when(text.rlike(_ISO_TIME), F.unix_micros(text.try_cast("timestamp")))
@@ -258,8 +252,9 @@ def _number(frame: DataFrame, name: str) -> tuple[Column, Column]:
     column = F.col(_quoted(name))
     dtype = frame.schema[name].dataType
     if isinstance(dtype, (T.NumericType, T.BooleanType)):
-        return column.cast("double"), F.lit(False)
+        value = column.cast("double")
+        return value, F.coalesce(F.abs(value) == float("inf"), F.lit(False))
     text = F.regexp_replace(column.cast("string"), _TRIM, "")
     text = F.when(F.length(text) > 0, text)
     value = F.when(text.rlike(_NUMBER), text.try_cast("double"))
-    return value, text.isNotNull() & value.isNull()
+    return value, (text.isNotNull() & value.isNull()) | F.coalesce(F.abs(value) == float("inf"), F.lit(False))
