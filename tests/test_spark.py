@@ -274,3 +274,29 @@ def load_table_as_text(path: Path) -> pa.Table:
         rows = [r for r in csv.reader(fh) if r]
     header, body = rows[0], [r for r in rows[1:] if len(r) == len(rows[0])]
     return pa.table({h: [r[i] or None for r in body] for i, h in enumerate(header)})
+
+
+def test_cli_engine_spark_writes_what_the_local_cli_writes(spark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from typer.testing import CliRunner
+
+    from semassoc.cli.app import app
+
+    events = write_orders(tmp_path / "orders.csv", random_rows(5, 120, 0))
+    runner = CliRunner()
+    spark_args = ["--engine", "spark", "--spark-master", "local[2]", "--spark-conf", "spark.ui.enabled=false"]
+    local = runner.invoke(app, ["behavior", "build", str(events), "-w", str(tmp_path / "local"), "--json"])
+    remote = runner.invoke(
+        app, ["behavior", "build", str(events), "-w", str(tmp_path / "spark"), *spark_args, "--json"]
+    )
+    assert local.exit_code == remote.exit_code == 0, remote.output
+    a, b = json.loads(local.stdout), json.loads(remote.stdout)
+    assert (a["baskets"], a["items"], a["pairs"]) == (b["baskets"], b["items"], b["pairs"])
+    assert_same_files(tmp_path / "local" / "behaviour", tmp_path / "spark" / "behaviour")
+    rules = runner.invoke(app, ["rules", str(events), "--min-support", "0.02", *spark_args, "--json"])
+    assert rules.exit_code == 0, rules.output
+    local_rules = runner.invoke(app, ["rules", str(events), "--min-support", "0.02", "--json"])
+    assert rules.stdout == local_rules.stdout
+    bad = runner.invoke(app, ["rules", str(events), "--spark-conf", "x=1"])
+    assert bad.exit_code == 2 and "need --engine spark" in bad.output
+    bad = runner.invoke(app, ["rules", str(events), "--engine", "spark", "--spark-conf", "novalue"])
+    assert bad.exit_code == 2 and "KEY=VALUE" in bad.output

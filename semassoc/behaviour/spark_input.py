@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from semassoc.behaviour.events import file_sha256
 from semassoc.errors import EngineUnavailable, InvalidInput
 
 if TYPE_CHECKING:
@@ -143,6 +142,8 @@ def _digest(spec: str, frame: DataFrame) -> str:
     """A plain local file: its sha256, as the local engine computes it (a file is never counted twice by either
     engine). A directory or glob: sha256 of its sorted file listing (names, and sizes where the driver sees them):
     the same directory is refused a second time; a copied file under another name is not detected."""
+    from semassoc.behaviour.events import file_sha256
+
     local = _local_path(spec)
     if local is not None and local.is_file():
         return file_sha256(local)

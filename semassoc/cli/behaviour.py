@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -14,7 +15,6 @@ from semassoc.cli.options import (
     ANY_PRODUCT,
     READ_EVENTS,
     AsJson,
-    EventsFiles,
     MetricChoice,
     OnErrorChoice,
     QdrantUrl,
@@ -26,7 +26,57 @@ from semassoc.cli.options import (
     weighted_events_options,
 )
 from semassoc.cli.output import safe
+from semassoc.errors import InvalidInput
 from semassoc.store.base import ProductFilter
+
+if TYPE_CHECKING:
+    from semassoc.behaviour.spark_input import SparkSettings
+
+
+class EngineChoice(str, Enum):
+    local = "local"
+    spark = "spark"
+
+
+# With --engine spark, inputs may be directories, globs and URIs (s3a://...): text, as a Path would fold "//".
+EventSources = Annotated[
+    list[str],
+    typer.Argument(
+        help="Events file(s): .csv, .tsv, .jsonl or .parquet; with --engine spark also directories (Hive-style "
+        "partitions), globs and URIs such as s3a://bucket/events/."
+    ),
+]
+EngineOption = Annotated[
+    EngineChoice,
+    typer.Option("--engine", help="local (this process) or spark (Apache Spark, same results; see docs/spark.md)."),
+]
+SparkMaster = Annotated[
+    str,
+    typer.Option(
+        "--spark-master", help="With --engine spark: local[*], local[2], yarn, k8s://https://..., spark://host:7077."
+    ),
+]
+SparkConf = Annotated[
+    list[str] | None,
+    typer.Option("--spark-conf", help="With --engine spark: a Spark property KEY=VALUE, passed through (repeatable)."),
+]
+
+
+def spark_settings(engine: EngineChoice, master: str, conf: list[str] | None) -> SparkSettings | None:
+    """The Spark settings of ``--engine spark`` (None for the local engine, where Spark options are refused)."""
+    if engine is EngineChoice.local:
+        if master != "local[*]" or conf:
+            raise InvalidInput("--spark-master and --spark-conf need --engine spark")
+        return None
+    from semassoc.behaviour.spark_input import SparkSettings
+
+    pairs = {}
+    for item in conf or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise InvalidInput(f"--spark-conf wants KEY=VALUE (e.g. spark.executor.memory=8g), not {item!r}")
+        pairs[key.strip()] = value
+    return SparkSettings(master=master, conf=pairs)
 
 
 def _print_behavior(report: api.BehaviorReport, as_json: bool, verb: str) -> None:
@@ -46,7 +96,7 @@ def _print_behavior(report: api.BehaviorReport, as_json: bool, verb: str) -> Non
 
 @weighted_events_options
 def build(
-    events: EventsFiles,
+    events: EventSources,
     workspace: Workspace = None,
     min_count: Annotated[int, typer.Option("--min-count", min=1, help="Fewest shared baskets for a pair.")] = 2,
     top_k: Annotated[
@@ -57,6 +107,9 @@ def build(
         list[str] | None, typer.Option("--event-type", help="Count only this event type (repeatable).")
     ] = None,
     options: LoadOptions = READ_EVENTS,
+    engine: EngineOption = EngineChoice.local,
+    spark_master: SparkMaster = "local[*]",
+    spark_conf: SparkConf = None,
     as_json: AsJson = False,
 ) -> None:
     """Count what is bought together in events files (replaces earlier statistics).
@@ -71,12 +124,14 @@ def build(
         top_k=top_k,
         weighted=weighted,
         event_types=event_type,
+        engine=engine.value,
+        spark=spark_settings(engine, spark_master, spark_conf),
     )
     _print_behavior(report, as_json, "built")
 
 
 def update(
-    events: EventsFiles,
+    events: EventSources,
     workspace: Workspace = None,
     on_error: Annotated[
         OnErrorChoice | None, typer.Option("--on-error", help="Override the stored strict/skip setting.")
@@ -88,6 +143,9 @@ def update(
             help="Check that the build pseudonymised user ids too (updates always read files as the build did).",
         ),
     ] = False,
+    engine: EngineOption = EngineChoice.local,
+    spark_master: SparkMaster = "local[*]",
+    spark_conf: SparkConf = None,
     as_json: AsJson = False,
 ) -> None:
     """Add new events files to the statistics, read with the options of the build (equals a full rebuild).
@@ -99,6 +157,8 @@ def update(
         workspace=workspace,
         on_error=None if on_error is None else on_error.mode,
         pseudonymise_users=True if pseudonymise_users else None,
+        engine=engine.value,
+        spark=spark_settings(engine, spark_master, spark_conf),
     )
     _print_behavior(report, as_json, "updated")
 
@@ -176,7 +236,7 @@ def complements(
 
 @delimited_events_options
 def rules(
-    events: EventsFiles,
+    events: EventSources,
     min_support: Annotated[float, typer.Option("--min-support", min=0.0, max=1.0, help="Share of baskets.")] = 0.01,
     min_confidence: Annotated[float, typer.Option("--min-confidence", min=0.0, max=1.0)] = 0.5,
     min_len: Annotated[int, typer.Option("--min-len", min=1, help="Fewest items in lhs + rhs.")] = 2,
@@ -192,6 +252,9 @@ def rules(
         bool, typer.Option("--force", help="Mine even when the rules are estimated not to fit in memory.")
     ] = False,
     options: LoadOptions = READ_EVENTS,
+    engine: EngineOption = EngineChoice.local,
+    spark_master: SparkMaster = "local[*]",
+    spark_conf: SparkConf = None,
     as_json: AsJson = False,
 ) -> None:
     """Mine association rules of any length (arules semantics) and show the top ones.
@@ -208,6 +271,8 @@ def rules(
         out=out_file,
         sort_by=sort.value,
         force=force,
+        engine=engine.value,
+        spark=spark_settings(engine, spark_master, spark_conf),
     )
     if as_json:
         for rule in report.rules[:top] if out_file else report.rules:
