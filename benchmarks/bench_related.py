@@ -4,8 +4,10 @@
 
 Workspace: the first N Instacart products (name, aisle and department as category; ../shared/data/instacart,
 non-commercial terms: read there, never copied into the project) indexed with the bundled model, behaviour from the
-593-user prior-orders sample. Prints medians of the whole `semassoc related` / `semassoc recommend` processes (start to
-exit) and batch throughput; writes benchmarks/out/bench_related.json.
+593-user prior-orders sample (with bench_peers_eval's synthetic order times) and a ranker fitted on it (`semassoc fit`);
+`related` is measured with the ranker and with `--no-ranker` (the hand-set fusion) side by side. Prints medians of
+the whole `semassoc related` / `semassoc recommend` processes (start to exit) and batch throughput; writes
+benchmarks/out/bench_related.json.
 """
 
 from __future__ import annotations
@@ -46,10 +48,17 @@ def build(workdir: Path, n_products: int) -> tuple[Path, list[str], list[str]]:
     start = time.perf_counter()
     report = api.index_catalog(catalog, workspace=workspace)
     print(f"indexed {report.products_total:,} products in {time.perf_counter() - start:.1f} s")
+    sys.path.insert(0, str(REPO))
+    from benchmarks.bench_peers_eval import instacart
+
+    _, events = instacart(workdir)  # the same orders with a synthetic time (the sample has none), so `fit` can run
     start = time.perf_counter()
-    behaviour = api.build_behavior(DATA / "prior_orders_593users_sample.csv", workspace=workspace)
+    behaviour = api.build_behavior(events, workspace=workspace)
     took = time.perf_counter() - start
     print(f"behaviour: {behaviour.baskets:,} orders, {behaviour.items:,} products in {took:.1f} s")
+    start = time.perf_counter()
+    fitted = api.fit(workspace)
+    print(f"fit: {fitted.message} in {time.perf_counter() - start:.1f} s")
     from semassoc.ranking.engine import RelatedEngine
     from semassoc.workspace import Workspace
 
@@ -82,6 +91,7 @@ def main() -> None:
     results: dict[str, object] = {"products": args.products, "command": " ".join(sys.argv)}
     for name, argv in (
         ("related", ["related", "{p}", "-w", str(workspace), "--json"]),
+        ("related --no-ranker", ["related", "{p}", "-w", str(workspace), "--json", "--no-ranker"]),
         ("similar", ["similar", "{p}", "-w", str(workspace), "--json"]),
         ("recommend", ["recommend", "{u}", "-w", str(workspace), "--json"]),
     ):
@@ -98,9 +108,13 @@ def main() -> None:
         print(f"semassoc {name}: median {statistics.median(times):.3f} s, max {times[-1]:.3f} s ({len(times)} runs)")
     from semassoc import api
 
-    for task, kwargs in (("related", {"all_products": True}), ("recommend", {"all_users": True})):
-        out = workdir / f"{task}.parquet"
-        run = api.batch_related if task == "related" else api.batch_recommend
+    for task, kwargs in (
+        ("related", {"all_products": True}),
+        ("related --no-ranker", {"all_products": True, "ranker": False}),
+        ("recommend", {"all_users": True}),
+    ):
+        out = workdir / f"{task.replace(' ', '')}.parquet"
+        run = api.batch_related if task.startswith("related") else api.batch_recommend
         report = run(out, workspace=workspace, **kwargs)
         results[f"batch_{task}_per_s"] = report.per_second
         print(f"batch {task}: {report.queries:,} in {report.seconds:.1f} s = {report.per_second:,.0f}/s")

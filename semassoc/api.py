@@ -594,9 +594,11 @@ def batch_related(
     collapse: str | None = None,
     chunk_size: int = 256,
     progress: Callable[[int, int], None] | None = None,
+    ranker: bool = True,
 ) -> BatchReport:
     """Related products for a list of products (a file or ids), the cold ones (fewer than ``cold`` baskets), or
-    all, written to ``out`` (.parquet, .jsonl, .csv). Resumable: rerun the same call after an interruption."""
+    all, written to ``out`` (.parquet, .jsonl, .csv). Resumable: rerun the same call after an interruption.
+    ``ranker=False``: the hand-set fusion even when the workspace has a fitted ranker."""
     if sum(x is not None and x is not False for x in (products, cold, all_products)) != 1:
         raise InvalidInput("choose exactly one of --products FILE, --cold N, --all")
     with Workspace.open(workspace) as ws:
@@ -617,6 +619,7 @@ def batch_related(
             collapse=collapse,
             chunk_size=chunk_size,
             progress=progress,
+            ranker=ranker,
         )
 
 

@@ -202,14 +202,19 @@ def batch_related(
     weights: FusionWeights | None = None,
     chunk_size: int = 256,
     progress: BatchProgress | None = None,
+    ranker: bool = True,
 ) -> BatchReport:
     """Related products for every product of ``product_ids`` (one batched store query per chunk); each row equals
-    what ``related`` returns for that product."""
+    what ``related`` returns for that product (``ranker=False``: the hand-set fusion even with a fitted ranker)."""
     flt = filter or ProductFilter()
     job = {"task": "related", "mode": mode, "k": k, "filter": repr(flt), "collapse": collapse, "weights": repr(weights)}
+    if not ranker:
+        job["ranker"] = False
 
     def answer(chunk: list[str]) -> list[dict[str, Any]]:
-        lists = engine.related_batch(chunk, mode=mode, k=k, filter=flt, collapse=collapse, weights=weights)
+        lists = engine.related_batch(
+            chunk, mode=mode, k=k, filter=flt, collapse=collapse, weights=weights, ranker=ranker
+        )
         return [row for pid, items in zip(chunk, lists, strict=True) for row in _rows(pid, mode, items)]
 
     return _run(out, product_ids, job, answer, chunk_size, progress)

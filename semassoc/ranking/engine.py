@@ -374,8 +374,8 @@ class RelatedEngine:
         if fitted is not None and self._server is not None:
             ranked_ids = [p for p in dict.fromkeys(product_ids) if fitted.has(fitted.group_of(self.basket_count(p)))]
         text_rows: dict[str, list[Hit]] = {}
+        limit = max(pool, fitted.text_limit) if ranked_ids and fitted is not None else pool
         if with_vectors:
-            limit = max(pool, fitted.text_limit) if ranked_ids and fitted is not None else pool
             rows = self.ws.store.search_batch(
                 np.stack([vectors[p] for p in with_vectors]),
                 limit=limit,
@@ -384,7 +384,8 @@ class RelatedEngine:
             text_rows = dict(zip(with_vectors, rows, strict=True))
         served: dict[str, list[ScoredItem]] = {}
         if ranked_ids and self._server is not None:
-            lists = self._server.ranked(ranked_ids, {p: text_rows.get(p, []) for p in ranked_ids}, k, base, collapse)
+            rows_of = {p: text_rows.get(p, []) for p in ranked_ids}
+            lists = self._server.ranked(ranked_ids, rows_of, k, base, collapse, limit)
             served = dict(zip(ranked_ids, lists, strict=True))
         most = self._most_baskets(stats)
         return [

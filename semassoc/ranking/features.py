@@ -142,6 +142,12 @@ class Table:
         return self.features[:, self.names.index(name)]
 
 
+def unique(values: np.ndarray) -> np.ndarray:
+    """Sorted distinct values (a sort and a mask: faster than ``np.unique`` on the short arrays of one query)."""
+    values = np.sort(values)
+    return values[np.r_[True, values[1:] != values[:-1]]] if values.size else values
+
+
 def _ranks(n: int) -> np.ndarray:
     return np.arange(1, n + 1, dtype=np.float64)
 
@@ -203,7 +209,7 @@ def build(
         b_top, _ = _top(b_codes, b_assoc, view.ids, k)
         tr_codes, tr_values, via, via_sim = _transfer(view, q, t_codes, t_sims)
         tr_top, _ = _top(tr_codes, tr_values, view.ids, k)
-        union = np.unique(np.concatenate([t_codes[:k], r_codes, b_top, tr_top, popular[popular != q]]))
+        union = unique(np.concatenate([t_codes[:k], r_codes, b_top, tr_top, popular[popular != q]]))
         gathered.append(
             (
                 q,
@@ -224,7 +230,7 @@ def build(
             )
         )
     if view.load_attributes is not None and gathered:
-        view.load_attributes(np.unique(np.concatenate([queries, *(g[-1] for g in gathered)])))
+        view.load_attributes(unique(np.concatenate([queries, *(g[-1] for g in gathered)])))
     for (
         q,
         t_codes,
@@ -343,9 +349,9 @@ def _transfer(
         touched.append(codes)
     if not touched:
         return empty, np.zeros(0), empty, np.zeros(0)
-    unique = np.unique(np.concatenate(touched))
-    unique = unique[unique != q]
-    out = (unique, summed[unique].copy(), donor_of[unique].copy(), sim_of[unique].copy())
+    codes = unique(np.concatenate(touched))
+    codes = codes[codes != q]
+    out = (codes, summed[codes].copy(), donor_of[codes].copy(), sim_of[codes].copy())
     for codes in touched:  # reset only what this query touched
         summed[codes] = 0.0
         strongest[codes] = 0.0

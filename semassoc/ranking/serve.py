@@ -24,6 +24,15 @@ if TYPE_CHECKING:
     from semassoc.ranking.engine import RelatedEngine
 
 
+def cut_ties(hits: list[Hit], limit: int) -> list[Hit]:
+    """A full list of nearest products without the ones tied with its last: which of several equally similar
+    products a store returns at its limit depends on the order they were stored in, and the lists must not."""
+    if len(hits) < limit or not hits:
+        return hits
+    last = hits[-1].score
+    return [h for h in hits if h.score != last]
+
+
 class Server:
     """Per-engine state for ranked ``related`` lists."""
 
@@ -49,6 +58,7 @@ class Server:
         self.payloads: dict[str, dict[str, Any]] = {}
         self.labels: dict[str, int] = {}
         self.absent: set[str] = set()
+        self.public: dict[str, dict[str, Any]] = {}
         base = self._view(self.ids, self.counts, self.first_seen)
         self.popular = base.popular(ranker.candidates)
 
@@ -82,8 +92,10 @@ class Server:
         k: int,
         base: ProductFilter,
         collapse: str | None,
+        limit: int,
     ) -> list[list[ScoredItem]]:
-        """Ranked lists for ``product_ids`` (each must have a model for its group)."""
+        """Ranked lists for ``product_ids`` (each must have a model for its group); ``text_rows`` are the text
+        searches, ``limit`` their length."""
         from semassoc.ranking.simulate import DATE_COLUMNS, parse_date
 
         n = self.ids.shape[0]
@@ -135,7 +147,7 @@ class Server:
         queries = np.array([code_of[p] for p in product_ids], dtype=np.int64)
         text = []
         for pid in product_ids:
-            hits = sorted(text_rows.get(pid, []), key=lambda h: (-h.score, h.product_id))
+            hits = cut_ties(sorted(text_rows.get(pid, []), key=lambda h: (-h.score, h.product_id)), limit)
             text.append(
                 (
                     np.array([code_of[h.product_id] for h in hits], dtype=np.int64),
@@ -196,8 +208,10 @@ class Server:
         payload: dict[str, Any] | None,
         evidence: float,
     ) -> ScoredItem:
+        values = dict(zip(table.names, table.features[row].tolist(), strict=True))
+
         def value(name: str) -> float:
-            return float(table.features[row, table.names.index(name)])
+            return float(values[name])
 
         sim = max(value("text_sim"), 0.0)
         signals = {
@@ -234,5 +248,11 @@ class Server:
             score=score,
             signals=signals,
             explanation=reason,
-            attributes=public_attributes(payload or {}),
+            attributes=self._public(item, payload),
         )
+
+    def _public(self, item: str, payload: dict[str, Any] | None) -> dict[str, Any]:
+        cached = self.public.get(item)
+        if cached is None:
+            cached = self.public[item] = public_attributes(payload or {})
+        return dict(cached)

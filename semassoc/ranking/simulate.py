@@ -161,7 +161,11 @@ def text_neighbours(
             keep = np.isfinite(s)
             cols, s = cols[keep], s[keep]
             order = np.lexsort((allowed_codes[cols], -s))
-            out.append((allowed_codes[cols[order]], s[order].astype(np.float64)))
+            cols, s = cols[order], s[order]
+            if cols.shape[0] == limit:  # as serving does (serve.cut_ties): no ties with the last of a full list
+                keep = s != s[-1]
+                cols, s = cols[keep], s[keep]
+            out.append((allowed_codes[cols], s.astype(np.float64)))
     return out
 
 
