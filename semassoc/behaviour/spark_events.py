@@ -188,17 +188,20 @@ def _load_one(spark: SparkSession, spec: str, options: LoadOptions) -> SparkEven
         "bad_ts": F.col(_quoted(cols.timestamp)).cast("string") if cols.timestamp else None,
         "quantity": F.col(_quoted(cols.quantity)).cast("string") if cols.quantity else None,
     }
-    parsed = raw.select(
-        *meta,
+    checked = [
         corrupt.alias("_corrupt"),
         *[c.alias(k) for k, c in out.items()],
         *[c.alias(f"_bad_{k}") for k, c in flags.items()],
-        *[c.alias(f"_raw_{k}") for k, c in raw_values.items() if c is not None],
-    )
+    ]
     bad = F.col("_corrupt")
     for k in flags:
         bad = bad | F.col(f"_bad_{k}")
-    parsed = parsed.withColumn("_bad", bad)
+    # What is cached holds only the checked columns; file names, row indexes and raw values are read again only
+    # when bad rows must be described.
+    parsed = raw.select(*checked).withColumn("_bad", bad)
+    described = raw.select(
+        *meta, *checked, *[c.alias(f"_raw_{k}") for k, c in raw_values.items() if c is not None]
+    ).withColumn("_bad", bad)
 
     # Filters, in the local order, on rows that passed validation; each row counts under its first reason.
     filters = options.filters
@@ -251,7 +254,7 @@ def _load_one(spark: SparkSession, spec: str, options: LoadOptions) -> SparkEven
             reasons[f"{column}: {text}"] = int(totals[f"n_{k}"])
     problems: list[RowProblem] = []
     if bad_count:
-        problems = _describe(parsed, spec, kind, cols, flags, labels, options)
+        problems = _describe(described, spec, kind, cols, flags, labels, options)
         if options.on_error == "strict":
             parsed.unpersist()
             raise InvalidInput(_strict_message(problems[0], bad_count))
