@@ -196,7 +196,7 @@ def evaluate(
                     ],
                     (
                         (
-                            safe(r.method),
+                            r.method,
                             *(_metric_cell(r.metrics[n]) for n in names),
                             *(_difference(report, r, base, f"{m}@{k}") for m in paired),
                             f"{r.seconds:.1f}",
