@@ -83,10 +83,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--products", type=int, default=10_000)
     parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--workdir", type=Path, default=None, help="Reuse this folder (its vector cache) across runs.")
     args = parser.parse_args()
     if not DATA.is_dir():
         sys.exit(f"Instacart data not found at {DATA}")
-    workdir = Path(tempfile.mkdtemp(prefix="bench-related-"))
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-related-"))
+    workdir.mkdir(parents=True, exist_ok=True)
     workspace, products, users = build(workdir, args.products)
     results: dict[str, object] = {"products": args.products, "command": " ".join(sys.argv)}
     for name, argv in (

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
 
 import numpy as np
 
@@ -53,6 +55,9 @@ BASE_FEATURES = (
 )
 #: Optional features, kept when the catalog has the attribute (see :func:`attribute_features`).
 ATTRIBUTE_FEATURES = ("price_ratio", "same_category", "same_brand", "date_age_days", "date_gap_days")
+
+#: Catalog columns read as the product's launch date (the first one present).
+DATE_COLUMNS = ("created_at", "launch_date", "release_date", "first_available")
 
 Row = tuple[np.ndarray, np.ndarray]  # (neighbour codes, pair counts), pairs >= min_count
 
@@ -140,6 +145,19 @@ class Table:
 
     def column(self, name: str) -> np.ndarray:
         return self.features[:, self.names.index(name)]
+
+
+def parse_date(value: Any) -> int:
+    """A catalog date value as int64 microseconds (``MISSING`` when absent or unreadable)."""
+    if value in (None, ""):
+        return MISSING
+    try:
+        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return MISSING
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return int(moment.timestamp() * 1_000_000)
 
 
 def unique(values: np.ndarray) -> np.ndarray:

@@ -15,6 +15,7 @@ import numpy as np
 
 from semassoc.behaviour.baskets import MISSING, BasketLog
 from semassoc.ranking import features as F
+from semassoc.ranking.features import DATE_COLUMNS, parse_date
 from semassoc.ranking.ranker import Ranker
 from semassoc.results import ScoredItem, public_attributes
 from semassoc.store.base import Hit, ProductFilter
@@ -96,8 +97,6 @@ class Server:
     ) -> list[list[ScoredItem]]:
         """Ranked lists for ``product_ids`` (each must have a model for its group); ``text_rows`` are the text
         searches, ``limit`` their length."""
-        from semassoc.ranking.simulate import DATE_COLUMNS, parse_date
-
         n = self.ids.shape[0]
         for hits in text_rows.values():
             for h in hits:

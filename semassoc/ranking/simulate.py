@@ -20,9 +20,8 @@ import numpy as np
 
 from semassoc.behaviour.baskets import MISSING, BasketLog
 from semassoc.ranking import features as F
+from semassoc.ranking.features import DATE_COLUMNS, parse_date
 from semassoc.results import public_attributes
-
-DATE_COLUMNS = ("created_at", "launch_date", "release_date", "first_available")
 
 
 @dataclass
@@ -44,19 +43,6 @@ def _number(value: Any) -> float:
     except (TypeError, ValueError):
         return float("nan")
     return out if np.isfinite(out) and out > 0 else float("nan")
-
-
-def parse_date(value: Any) -> int:
-    """A catalog date value as int64 microseconds (``MISSING`` when absent or unreadable)."""
-    if value in (None, ""):
-        return MISSING
-    try:
-        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return MISSING
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return int(moment.timestamp() * 1_000_000)
 
 
 def payload_attributes(payloads: list[dict[str, Any]]) -> tuple[np.ndarray, list[str], list[str], np.ndarray]:
