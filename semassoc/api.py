@@ -53,6 +53,7 @@ def index_catalog(
     model: str | None = None,
     prompts: str | Path | None = None,
     replace: bool = False,
+    rebuild: bool = False,
     batch_size: int = 64,
     optimize: bool = False,
     qdrant_url: str | None = None,
@@ -80,6 +81,8 @@ def index_catalog(
             the bundled all-MiniLM-L6-v2. A different model than the workspace's re-encodes every product.
         prompts: Directory of prompt templates (default: the bundled ``prompts/``).
         replace: Remove products absent from the file.
+        rebuild: Rebuild the vector store from scratch with exactly the products of the file, taking vectors from
+            the vector cache (only texts never encoded by this encoder are encoded): the repair for a damaged store.
         batch_size: Encoder batch size.
         optimize: Build the HNSW index afterwards (embedded store; slow on big catalogs, makes queries faster).
         qdrant_url: Use a Qdrant server or cluster instead of the embedded store (new workspaces only).
@@ -107,7 +110,17 @@ def index_catalog(
     finished = False
     try:
         report = index_products(
-            ws, result.products, prompt_set, prompts, model, encoder, device, replace, batch_size, progress
+            ws,
+            result.products,
+            prompt_set,
+            prompts,
+            model,
+            encoder,
+            device,
+            replace or rebuild,
+            rebuild,
+            batch_size,
+            progress,
         )
         report.catalog = str(catalog)
         report.rows_read = result.rows_read
@@ -203,12 +216,13 @@ def remove(
     if not ids:
         raise InvalidInput("no product id given")
     with Workspace.open(workspace, qdrant_url=qdrant_url, store_client=store_client, writer=True) as ws:
-        found = ws.store.retrieve(ids)
+        store = ws.stage_store(fresh=False)
+        found = store.retrieve(ids)
         missing = [p for p in ids if p not in found]
         if missing:
             raise NotFound(f"not in the workspace {ws.path}: {', '.join(missing[:10])}; nothing was removed")
-        ws.store.delete(ids)
-        ws.manifest.products = ws.store.count()
+        store.delete(ids)
+        ws.manifest.products = store.count()
         ws.save()
         return RemoveReport(removed=ids, products_total=ws.manifest.products)
 

@@ -40,6 +40,10 @@ class EngineUnavailable(SemassocError):
     """An optional compute engine cannot run here (e.g. ``--engine spark`` without PySpark or without Java)."""
 
 
+class StoreDamaged(StoreUnavailable):
+    """A file of the workspace is missing, truncated or overwritten; the message names it and the repair."""
+
+
 class EncoderMismatch(SemassocError):
     """The encoder asked for differs from the one that built the workspace."""
 

@@ -5,13 +5,15 @@ All calls to that 0.x API live in this module.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from semassoc.errors import StoreBusy, StoreUnavailable
+from semassoc.errors import InvalidInput, NotFound, StoreBusy, StoreDamaged, StoreUnavailable
 from semassoc.store.base import (
     PAYLOAD_INDEXES,
     VECTOR_NAME,
@@ -22,6 +24,8 @@ from semassoc.store.base import (
     _stored,
     point_id,
 )
+
+_OWN_ERRORS = (InvalidInput, NotFound, StoreBusy, StoreUnavailable)
 
 # qdrant-edge-py 0.9.0 passes a Python bool in MatchValue as an integer, so a condition on a boolean payload field
 # never matches (checked: MatchValue(True) on {"in_stock": true} returns nothing, indexed or not). The embedded
@@ -43,7 +47,9 @@ def _from_edge(payload: dict[str, Any]) -> dict[str, Any]:
 class EmbeddedStore:
     """Qdrant's engine in-process, storing its files under ``path``. A single process may open it at a time."""
 
-    def __init__(self, path: str | Path, *, dim: int | None = None) -> None:
+    def __init__(self, path: str | Path, *, dim: int | None = None, create: bool = True) -> None:
+        """Open the store at ``path``; with ``create`` (and ``dim``) create it when it does not exist. Readers pass
+        ``create=False``: a missing store then reads as empty and refuses writes."""
         import qdrant_edge as qe
 
         self._qe = qe
@@ -52,22 +58,48 @@ class EmbeddedStore:
         self._shard: Any = None
         self._dim = dim
         self._dirty = False
+        self._create_allowed = create
         if (self.path / "edge_config.json").exists():
             self._shard = self._open(lambda: qe.EdgeShard.load(str(self.path)))
             params = self._shard_dim()
             self._dim = params
-        elif dim is not None:
+        elif dim is not None and create:
             self._create(dim)
 
     def _open(self, opener: Any) -> Any:
         try:
             return opener()
-        except Exception as exc:  # qdrant-edge raises bare Exception; the text tells a held lock from the rest
+        except BaseException as exc:  # qdrant-edge raises bare Exception (or a Rust panic); the text tells a lock
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
             if "WouldBlock" in str(exc):
                 raise StoreBusy(
                     f"workspace is in use: {self.path} is open in another semassoc process (one writer at a time)"
                 ) from None
-            raise StoreUnavailable(f"{self.path}: cannot open the embedded Qdrant store: {exc}") from None
+            if "Read-only file system" in str(exc) or "os error 30" in str(exc):
+                raise StoreUnavailable(
+                    f"{self.path}: the embedded store needs a writable filesystem (Qdrant updates its files on open); "
+                    "copy the workspace to a writable place"
+                ) from None
+            raise self.damaged(exc) from None
+
+    def damaged(self, exc: BaseException | str) -> StoreDamaged:
+        """The one-line error for a damaged store: what failed, where, and the repair."""
+        detail = " ".join(str(exc).split())[:240] or type(exc).__name__
+        return StoreDamaged(
+            f"{self.path}: the vector store is damaged ({detail}); repair: `semassoc index CATALOG --rebuild "
+            f"--workspace {self.path.parent}` (vectors come from the vector cache, nothing is re-encoded)"
+        )
+
+    @contextmanager
+    def _guard(self) -> Iterator[None]:
+        """Any failure inside qdrant-edge (an exception, a Rust panic) on a loaded store means damaged files."""
+        try:
+            yield
+        except (*_OWN_ERRORS, KeyboardInterrupt, SystemExit, GeneratorExit):
+            raise
+        except BaseException as exc:
+            raise self.damaged(exc) from None
 
     def _shard_dim(self) -> int | None:
         import json
@@ -97,7 +129,7 @@ class EmbeddedStore:
 
     def _require(self, dim: int | None = None) -> Any:
         if self._shard is None:
-            if dim is None:
+            if dim is None or not self._create_allowed:
                 raise StoreUnavailable(f"{self.path}: the store is empty; index a catalog first")
             self._create(dim)
         return self._shard
@@ -105,7 +137,8 @@ class EmbeddedStore:
     def count(self) -> int:
         if self._shard is None:
             return 0
-        return int(self._shard.count(self._qe.CountRequest(exact=True)))
+        with self._guard():
+            return int(self._shard.count(self._qe.CountRequest(exact=True)))
 
     def upsert(self, product_ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[dict[str, Any]]) -> None:
         if not len(product_ids):
@@ -119,27 +152,45 @@ class EmbeddedStore:
                 product_ids, np.asarray(vectors, dtype=np.float32).tolist(), payloads, strict=True
             )
         ]
-        shard.update(qe.UpdateOperation.upsert_points(points))
+        with self._guard():
+            shard.update(self._qe.UpdateOperation.upsert_points(points))
         self._dirty = True
 
     def set_payloads(self, product_ids: Sequence[str], payloads: Sequence[dict[str, Any]]) -> None:
         shard = self._require()
-        for pid, payload in zip(product_ids, payloads, strict=True):
-            shard.update(self._qe.UpdateOperation.overwrite_payload([point_id(pid)], _to_edge(payload)))
+        with self._guard():
+            for pid, payload in zip(product_ids, payloads, strict=True):
+                shard.update(self._qe.UpdateOperation.overwrite_payload([point_id(pid)], _to_edge(payload)))
         self._dirty = True
 
     def delete(self, product_ids: Sequence[str]) -> None:
         if self._shard is not None and len(product_ids):
-            self._shard.update(self._qe.UpdateOperation.delete_points([point_id(p) for p in product_ids]))
+            with self._guard():
+                self._shard.update(self._qe.UpdateOperation.delete_points([point_id(p) for p in product_ids]))
             self._dirty = True
 
     def retrieve(self, product_ids: Sequence[str], *, with_vectors: bool = False) -> dict[str, StoredProduct]:
         if self._shard is None or not len(product_ids):
             return {}
-        records = self._shard.retrieve(
-            [point_id(p) for p in product_ids], with_payload=True, with_vector=[VECTOR_NAME] if with_vectors else False
-        )
-        return {r.payload["product_id"]: _stored(_from_edge(r.payload), r.vector, with_vectors) for r in records}
+        with self._guard():
+            records = self._shard.retrieve(
+                [point_id(p) for p in product_ids],
+                with_payload=True,
+                with_vector=[VECTOR_NAME] if with_vectors else False,
+            )
+            found = {r.payload["product_id"]: _stored(_from_edge(r.payload), r.vector, with_vectors) for r in records}
+        if with_vectors:
+            for pid, item in found.items():
+                self.check_vector(item.vector, pid)
+        return found
+
+    def check_vector(self, vector: Any, product_id: str) -> None:
+        """Stored vectors are unit length (cosine distance normalises them on insert): anything else, or a wrong
+        dimension, means the vector file was overwritten."""
+        array = np.asarray(vector, dtype=np.float64)
+        norm = float(np.linalg.norm(array)) if array.size else 0.0
+        if (self._dim is not None and array.shape != (self._dim,)) or not math.isfinite(norm) or abs(norm - 1) > 1e-2:
+            raise self.damaged(f"the stored vector of {product_id!r} has length {norm:.3g}, not 1")
 
     def _filter(self, filter: ProductFilter | None) -> Any:
         if filter is None:
@@ -174,8 +225,9 @@ class EmbeddedStore:
     ) -> list[Hit]:
         if self._shard is None:
             return []
-        points = self._shard.query(self._request(vector, limit, filter, exact))
-        return [_edge_hit(p) for p in points]
+        with self._guard():
+            points = self._shard.query(self._request(vector, limit, filter, exact))
+            return [self._hit(p) for p in points]
 
     def search_batch(
         self, vectors: np.ndarray, *, limit: int, filters: Sequence[ProductFilter | None], exact: bool = False
@@ -183,8 +235,15 @@ class EmbeddedStore:
         if self._shard is None:
             return [[] for _ in range(len(vectors))]
         requests = [self._request(v, limit, f, exact) for v, f in zip(vectors, filters, strict=True)]
-        results = self._shard.query_batch(self._qe.QueryBatchRequest(requests))
-        return [[_edge_hit(p) for p in points] for points in results]
+        with self._guard():
+            results = self._shard.query_batch(self._qe.QueryBatchRequest(requests))
+            return [[self._hit(p) for p in points] for points in results]
+
+    def _hit(self, point: Any) -> Hit:
+        hit = _edge_hit(point)
+        if not math.isfinite(hit.score) or abs(hit.score) > 1.001:  # cosine lies in [-1, 1]
+            raise self.damaged(f"a search returned the impossible cosine {hit.score:.3g} for {hit.product_id!r}")
+        return hit
 
     def iter_payloads(self, keys: Sequence[str] | None = None, batch: int = 2048) -> Iterator[dict[str, Any]]:
         if self._shard is None:
@@ -193,17 +252,59 @@ class EmbeddedStore:
         selector: Any = list({"product_id", *keys}) if keys is not None else True
         offset = None
         while True:
-            records, offset = self._shard.scroll(
-                qe.ScrollRequest(offset=offset, limit=batch, with_payload=selector, with_vector=False)
-            )
-            for record in records:
-                yield _from_edge(record.payload)
+            with self._guard():
+                records, offset = self._shard.scroll(
+                    qe.ScrollRequest(offset=offset, limit=batch, with_payload=selector, with_vector=False)
+                )
+                payloads = [_from_edge(record.payload) for record in records]
+            yield from payloads
+            if offset is None:
+                return
+
+    def sample_vectors(self, size: int = 256, seed: int = 0) -> list[tuple[str, np.ndarray]]:
+        """(product id, stored vector) for about ``size`` points from a few places of the id space (ids are
+        uuid5, so these are products spread over the store's files)."""
+        import uuid
+
+        if self._shard is None:
+            return []
+        qe = self._qe
+        rng = np.random.default_rng(seed)
+        out: list[tuple[str, np.ndarray]] = []
+        windows = 4
+        starts = [None, *(str(uuid.UUID(int=int(rng.integers(0, 2**63)) << 64)) for _ in range(windows - 1))]
+        for start in starts:
+            with self._guard():
+                records, _ = self._shard.scroll(
+                    qe.ScrollRequest(
+                        offset=start, limit=max(1, size // windows), with_payload=True, with_vector=[VECTOR_NAME]
+                    )
+                )
+                out.extend((r.payload["product_id"], np.asarray(r.vector[VECTOR_NAME])) for r in records)
+        return out
+
+    def iter_vectors(self, batch: int = 2048) -> Iterator[tuple[str, np.ndarray]]:
+        """Every (product id, stored vector), in id order."""
+        if self._shard is None:
+            return
+        qe = self._qe
+        offset = None
+        while True:
+            with self._guard():
+                records, offset = self._shard.scroll(
+                    qe.ScrollRequest(offset=offset, limit=batch, with_payload=["product_id"], with_vector=[VECTOR_NAME])
+                )
+                rows = [(r.payload["product_id"], np.asarray(r.vector[VECTOR_NAME])) for r in records]
+            yield from rows
             if offset is None:
                 return
 
     def optimize(self) -> bool:
         self._dirty = self._shard is not None
-        return bool(self._shard.optimize()) if self._shard is not None else False
+        if self._shard is None:
+            return False
+        with self._guard():
+            return bool(self._shard.optimize())
 
     def drop(self) -> None:
         import shutil
@@ -216,10 +317,11 @@ class EmbeddedStore:
 
     def close(self) -> None:
         if self._shard is not None:
-            if self._dirty:  # a read-only session has nothing to flush (it cost ~10 ms per query process)
-                self._shard.flush()
-            self._shard.close()
-            self._shard = None
+            shard, self._shard = self._shard, None
+            with self._guard():
+                if self._dirty:  # a read-only session has nothing to flush (it cost ~10 ms per query process)
+                    shard.flush()
+                shard.close()
 
 
 # ---------------------------------------------------------------------------------------------------------------

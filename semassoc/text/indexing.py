@@ -18,6 +18,7 @@ import numpy as np
 
 from semassoc.catalog import Product
 from semassoc.errors import RowProblem
+from semassoc.faults import fault_point
 from semassoc.text.cache import VectorCache, encode_with_cache
 from semassoc.text.encoder import Encoder, LazyEncoder, read_max_seq_length
 from semassoc.text.prompts import PromptSet, text_hash
@@ -82,9 +83,12 @@ def index_products(
     encoder: Encoder | None,
     device: str | None,
     replace: bool,
+    rebuild: bool,
     batch_size: int,
     progress: IndexProgress | None,
 ) -> IndexReport:
+    """Index ``products`` into the workspace's store (a new generation of the embedded store, committed by the
+    caller's ``ws.save()``). ``rebuild`` starts from an empty store and takes every vector it can from the cache."""
     manifest = ws.manifest
     if encoder is None:
         encoder = LazyEncoder(model or manifest.encoder_model, device=device)
@@ -92,13 +96,20 @@ def index_products(
     else:
         model_arg = encoder.id
     encoder_changed = manifest.encoder_id is not None and manifest.encoder_id != encoder.id
-    store = ws.store
-    if encoder_changed:
-        # Vectors of two encoders never share a collection: rebuild it from the stored payloads.
-        existing = {p["product_id"]: p for p in store.iter_payloads()}
-        store.drop()
+    if rebuild:
+        store = ws.stage_store(fresh=True)
+        existing: dict[str, dict[str, Any]] = {}
     else:
+        if manifest.store.url is None:
+            from semassoc.check import verify_store
+
+            verify_store(ws)  # a damaged store is repaired by --rebuild, not reported "unchanged"
+        # Embedded: the writes go to a copy of the committed store generation (readers keep using the committed
+        # one), committed by the manifest write at the end; a kill before that leaves the committed state whole.
+        store = ws.stage_store(fresh=False)
         existing = {p["product_id"]: p for p in store.iter_payloads()}
+        if encoder_changed:
+            store.drop()  # vectors of two encoders never share a collection: rebuild it from the stored payloads
 
     if not encoder_changed and manifest.max_seq_length is not None:
         max_seq_length: int | None = manifest.max_seq_length
@@ -193,6 +204,7 @@ def index_products(
                     write_store(chunk, vectors)
                     write_cache(fresh, fresh_vectors)
                 done += len(chunk)
+                fault_point("index.chunk")
                 if progress is not None:
                     progress(done, total)
             for future in pending:
@@ -211,7 +223,7 @@ def index_products(
     manifest.max_seq_length = max_seq_length
     manifest.prompts_digest = prompt_set.digest
     manifest.prompts_dir = str(prompt_set.directory) if prompts_arg is not None else None
-    if manifest.dim is None or encoder_changed:
+    if manifest.dim is None or encoder_changed or rebuild:
         manifest.dim = store.dim()
     report.products_total = store.count()
     manifest.products = report.products_total
