@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -311,6 +312,7 @@ class BehaviorReport:
     items: int
     pairs: int
     seconds: float
+    notes: list[str] = field(default_factory=list)  # things the user should know (histories kept or dropped)
 
     def to_dict(self) -> dict[str, Any]:
         data = dict(self.__dict__)
@@ -336,7 +338,9 @@ def _load_all(
     return [options.load(p) for p in paths]
 
 
-def _behavior_report(ws: Workspace, parts: list[Events], stats: BehaviourStats, started: float) -> BehaviorReport:
+def _behavior_report(
+    ws: Workspace, parts: list[Events], stats: BehaviourStats, started: float, notes: list[str] | None = None
+) -> BehaviorReport:
     b = stats.info()
     return BehaviorReport(
         workspace=str(ws.path),
@@ -350,6 +354,7 @@ def _behavior_report(ws: Workspace, parts: list[Events], stats: BehaviourStats, 
         items=b.items,
         pairs=b.pairs,
         seconds=time.perf_counter() - started,
+        notes=list(notes or []),
     )
 
 
@@ -389,6 +394,7 @@ def build_behavior(
     started = time.perf_counter()
     options = options or LoadOptions()
     parts = _load_all([events] if isinstance(events, (str, Path)) else list(events), options, engine, spark)
+    notes: list[str] = []
     with Workspace.create_or_open(workspace) as ws:
         build = BehaviourStats.build
         if engine == "spark":
@@ -401,14 +407,15 @@ def build_behavior(
             weighted=weighted,
             event_types=event_types,
             progress=progress,
+            extra=_behaviour_extras(ws, parts, options, notes, replace=True, engine=engine),
         )
-        _store_histories(ws, parts, replace=True, engine=engine)
+        _after_behaviour_write(ws)
         ws.manifest.behaviour = {"load_options": options.to_dict()}
         if options.pseudonymise_users:
             ws.manifest.behaviour["user_key_check"] = privacy.key_check(privacy.user_key())
         ws.save()
         _release(parts)
-        return _behavior_report(ws, parts, stats, started)
+        return _behavior_report(ws, parts, stats, started, notes)
 
 
 def _release(parts: Sequence[object]) -> None:
@@ -419,23 +426,73 @@ def _release(parts: Sequence[object]) -> None:
             release()
 
 
-def _store_histories(ws: Workspace, parts: list[Events], *, replace: bool, engine: str = "local") -> None:
-    """Per-user histories beside the pair statistics, when the events name users (else none are kept)."""
-    if any(p.user is None for p in parts):
-        shutil.rmtree(ws.users_dir, ignore_errors=True)
-        return
-    if engine == "spark":
-        from semassoc.behaviour.spark import build_histories_spark, update_histories_spark
+_LOAD_OPTIONS = "load_options.json"
 
-        if replace or not UserHistories.exists(ws.users_dir):
-            build_histories_spark(parts, ws.users_dir)  # type: ignore[arg-type]
-        else:
-            update_histories_spark(ws.users_dir, parts)  # type: ignore[arg-type]
-        return
-    if replace or not UserHistories.exists(ws.users_dir):
-        UserHistories.build(parts, ws.users_dir)
+
+def _behaviour_extras(
+    ws: Workspace,
+    parts: Sequence[Any],
+    options: LoadOptions,
+    notes: list[str],
+    *,
+    replace: bool,
+    engine: str = "local",
+) -> Callable[[Path], None]:
+    """What goes into the behaviour directory with the statistics, in the same atomic write: the per-user histories
+    (when the events name users) and the options the events were read with. Statistics and histories therefore
+    change together or not at all."""
+    from semassoc.behaviour.users import copy_histories, histories_writer
+
+    current = ws.users_dir if UserHistories.exists(ws.users_dir) else None
+    without_users = [s for p in parts if not _has_users(p) for s in p.sources]
+    histories: Callable[[Path], None] | None
+    if without_users:
+        histories = None
+        if current is not None and not replace:
+            histories = copy_histories(current)
+            notes.append(f"{', '.join(without_users)}: no user column; the stored user histories are kept unchanged")
+        elif current is not None:
+            notes.append(
+                f"{', '.join(without_users)}: no user column; the new statistics have no user histories "
+                "(the previous ones described other events)"
+            )
+    elif engine == "spark":
+        from semassoc.behaviour.spark import spark_histories_writer
+
+        histories = spark_histories_writer(parts, None if replace or current is None else UserHistories(current))
+    elif replace or current is None:
+        histories = histories_writer(parts)
     else:
-        UserHistories(ws.users_dir).update(parts)
+        histories = histories_writer(parts, UserHistories(current))
+
+    def write(tmp: Path) -> None:
+        if histories is not None:
+            histories(tmp / "users")
+        (tmp / _LOAD_OPTIONS).write_text(json.dumps(options.to_dict(), indent=2) + "\n", encoding="utf-8")
+
+    return write
+
+
+def _has_users(part: Any) -> bool:
+    has = getattr(part, "has_user", None)  # Spark loads say so; local Events carry the column or None
+    return bool(has) if has is not None else part.user is not None
+
+
+def _after_behaviour_write(ws: Workspace) -> None:
+    """Histories now live inside the behaviour directory: drop the copy an older release kept beside it."""
+    legacy = ws.path / "users"
+    if legacy.exists() and ws.users_dir != legacy:
+        shutil.rmtree(legacy, ignore_errors=True)
+
+
+def _stored_load_options(ws: Workspace) -> dict[str, Any] | None:
+    path = ws.behaviour_dir / _LOAD_OPTIONS
+    if path.is_file():
+        try:
+            return dict(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            pass
+    return ws.manifest.behaviour.get("load_options")
 
 
 def update_behavior(
@@ -465,7 +522,7 @@ def update_behavior(
     started = time.perf_counter()
     with Workspace.open(workspace, writer=True) as ws:
         stats = BehaviourStats.open(ws.behaviour_dir)
-        stored = ws.manifest.behaviour.get("load_options")
+        stored = _stored_load_options(ws)
         options = options or (LoadOptions.from_dict(stored) if stored else LoadOptions())
         if on_error is not None:
             options = replace(options, on_error=on_error)
@@ -480,16 +537,23 @@ def update_behavior(
             )
         privacy.stored_key(ws.manifest.behaviour, ws.path)  # the same key as the build, or a one-line refusal
         parts = _load_all([events] if isinstance(events, (str, Path)) else list(events), options, engine, spark)
+        notes: list[str] = []
+        extras = _behaviour_extras(ws, parts, options, notes, replace=False, engine=engine)
         if engine == "spark":
             from semassoc.behaviour.spark import update_stats_spark
 
-            stats = update_stats_spark(ws.behaviour_dir, parts, progress=progress)  # type: ignore[arg-type]
+            stats = update_stats_spark(
+                ws.behaviour_dir,
+                parts,
+                progress=progress,
+                extra=extras,  # type: ignore[arg-type]
+            )
         else:
-            stats = stats.update(parts, progress=progress)
-        _store_histories(ws, parts, replace=False, engine=engine)
+            stats = stats.update(parts, progress=progress, extra=extras)
+        _after_behaviour_write(ws)
         ws.save()
         _release(parts)
-        return _behavior_report(ws, parts, stats, started)
+        return _behavior_report(ws, parts, stats, started, notes)
 
 
 def complements(

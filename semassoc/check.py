@@ -118,7 +118,7 @@ def _check_behaviour(ws: Workspace, report: CheckReport) -> None:
     repair = BEHAVIOUR.format(ws=ws.path)
     try:
         problem = _behaviour_problem(directory)
-    except (OSError, ValueError, KeyError, SemassocError) as exc:
+    except (OSError, ValueError, KeyError, EOFError, SemassocError) as exc:
         problem = f"{directory}: unreadable ({' '.join(str(exc).split())[:200]})"
     if problem:
         report.problems.append(f"{problem}; repair: `{repair}`")
@@ -128,7 +128,7 @@ def _check_behaviour(ws: Workspace, report: CheckReport) -> None:
         report.checks.append("user histories")
         try:
             problem = _users_problem(users)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, EOFError) as exc:
             problem = f"{users}: unreadable ({' '.join(str(exc).split())[:200]})"
         if problem:
             report.problems.append(f"{problem}; repair: `{repair}`")

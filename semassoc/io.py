@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from semassoc.errors import SemassocError
+from semassoc.faults import fault_point
 
 
 class WriteFailed(SemassocError):
@@ -134,9 +135,11 @@ def replace_directory(directory: str | Path, write: Callable[[Path], None]) -> N
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    fault_point("replace_directory.written")
     if directory.exists():
         old = directory.parent / f".{directory.name}.old-{uuid.uuid4().hex}"
         os.replace(directory, old)
+        fault_point("replace_directory.swap")
         os.replace(tmp, directory)
         fsync_directory(directory.parent)
         shutil.rmtree(old, ignore_errors=True)

@@ -20,7 +20,7 @@ from typing import Any
 
 from semassoc.errors import EncoderMismatch, InvalidInput, NotFound, StoreBusy, StoreDamaged, StoreUnavailable
 from semassoc.faults import fault_point
-from semassoc.io import WriteFailed, atomic_write_json, clean_temporaries, fsync_directory
+from semassoc.io import WriteFailed, atomic_write_json, clean_temporaries, fsync_directory, recover_directory
 from semassoc.store.base import VectorStore
 from semassoc.store.embedded import EmbeddedStore
 from semassoc.store.remote import RemoteStore
@@ -352,8 +352,18 @@ class Workspace:
 
     @property
     def behaviour_dir(self) -> Path:
-        """Where the behaviour statistics live (user histories and the basket log inside, written with them)."""
-        return self.path / "behaviour"
+        """Where the behaviour statistics live (user histories and the basket log inside, written with them).
+
+        A directory replacement killed between its two renames leaves the committed statistics under
+        ``.behaviour.old-*``: a writer renames them back; a reader (no lock) reads them there."""
+        canonical = self.path / "behaviour"
+        if canonical.exists():
+            return canonical
+        if self.writer:
+            recover_directory(canonical)
+            return canonical
+        olds = sorted(self.path.glob(".behaviour.old-*"), key=lambda p: p.stat().st_mtime)
+        return olds[-1] if olds else canonical
 
     @property
     def users_dir(self) -> Path:

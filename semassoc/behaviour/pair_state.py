@@ -174,7 +174,10 @@ class PairState:
         created: datetime,
         updated: datetime,
         progress: Progress | None,
+        extra: Callable[[Path], None] | None = None,
     ) -> None:
+        """Write the statistics as one directory, atomically; ``extra(tmp)`` adds more files (user histories,
+        options) to the same write."""
         if progress:
             progress("neighbour lists", 3, 4)
         top_k = options["top_k"]
@@ -222,6 +225,8 @@ class PairState:
                     np.save(tmp / "nbr_wdot.npy", wdot)
             if self.log is not None:
                 self.log.save(tmp)
+            if extra is not None:
+                extra(tmp)
             # The manifest goes last: a directory with a manifest is complete.
             (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
 

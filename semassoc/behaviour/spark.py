@@ -41,7 +41,7 @@ from semassoc.behaviour.stats import (
     _check_distinct_sources,
     _utc_now,
 )
-from semassoc.behaviour.users import MISSING, UserHistories, _aggregate, _concat, _write
+from semassoc.behaviour.users import MISSING, UserHistories, _aggregate, _concat, _save, _write
 from semassoc.errors import InvalidInput, NotFound
 
 if TYPE_CHECKING:
@@ -211,12 +211,13 @@ def build_stats_spark(
     weighted: bool = False,
     event_types: Sequence[str] | None = None,
     progress: Progress | None = None,
+    extra: Callable[[Path], None] | None = None,
 ) -> BehaviourStats:
     """``BehaviourStats.build`` with the counting done by Spark; writes the same files.
 
     Args:
         parts: loads from :func:`load_events_spark`.
-        directory, min_count, top_k, weighted, event_types, progress: as ``BehaviourStats.build``.
+        directory, min_count, top_k, weighted, event_types, progress, extra: as ``BehaviourStats.build``.
 
     Returns:
         The opened statistics.
@@ -239,12 +240,16 @@ def build_stats_spark(
         "event_types": None if event_types is None else sorted(event_types),
     }
     sources = [[s, d] for p in parts for s, d in zip(p.sources, p.digests, strict=True)]
-    state.write(Path(directory), options, sources, created=now, updated=now, progress=progress)
+    state.write(Path(directory), options, sources, created=now, updated=now, progress=progress, extra=extra)
     return BehaviourStats(directory)
 
 
 def update_stats_spark(
-    directory: str | Path, parts: Sequence[SparkEvents], *, progress: Progress | None = None
+    directory: str | Path,
+    parts: Sequence[SparkEvents],
+    *,
+    progress: Progress | None = None,
+    extra: Callable[[Path], None] | None = None,
 ) -> BehaviourStats:
     """``BehaviourStats.update`` with the new events counted by Spark; the stored counts are read and added on the
     driver, so the result equals a rebuild on all the loads (same caveat: a basket spanning two loads counts twice).
@@ -262,7 +267,7 @@ def update_stats_spark(
     merged = PairState.load(directory, bool(options["weighted"])).merge(new)
     sources = [*manifest["sources"], *([s, d] for p in parts for s, d in zip(p.sources, p.digests, strict=True))]
     created = datetime.fromisoformat(manifest["created"])
-    merged.write(directory, options, sources, created=created, updated=_utc_now(), progress=progress)
+    merged.write(directory, options, sources, created=created, updated=_utc_now(), progress=progress, extra=extra)
     return BehaviourStats(directory)
 
 
@@ -294,6 +299,16 @@ def build_histories_spark(parts: Sequence[SparkEvents], directory: str | Path) -
     """``UserHistories.build`` with the per-(user, product) counts and latest times computed by Spark."""
     _write(Path(directory), _aggregate(_history_columns(parts)))
     return UserHistories(directory)
+
+
+def spark_histories_writer(
+    parts: Sequence[SparkEvents], existing: UserHistories | None = None
+) -> Callable[[Path], None]:
+    """Histories aggregated by Spark (plus ``existing``), saved by the returned function into the behaviour
+    directory being written, so statistics and histories change together (see ``users.histories_writer``)."""
+    new = _history_columns(parts)
+    table = _aggregate(_concat([existing._columns(), new]) if existing is not None else new)
+    return lambda directory: _save(directory, table)
 
 
 def update_histories_spark(directory: str | Path, parts: Sequence[SparkEvents]) -> UserHistories:

@@ -20,7 +20,7 @@ On disk (one directory, written atomically: a temporary sibling directory rename
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -31,13 +31,15 @@ import numpy as np
 from semassoc.behaviour.baskets import BasketLog
 from semassoc.behaviour.pair_state import SCHEMA_VERSION, PairState, Progress
 from semassoc.behaviour.weightings import METRICS
-from semassoc.errors import InvalidInput, NotFound, SemassocError
+from semassoc.errors import InvalidInput, NotFound, SemassocError, StoreDamaged
 
 if TYPE_CHECKING:  # scipy and the events reader (pyarrow) load only where statistics are built, not for queries
     from semassoc.behaviour.events import Events
 
 __all__ = ["BehaviourInfo", "BehaviourStats", "Neighbour"]
 
+#: The repair named in every error about a damaged behaviour file.
+REPAIR = "repair: rebuild with `semassoc behavior build EVENTS...` (all the events files counted so far)"
 
 # ------------------------------------------------------------------------------------------------------- results
 
@@ -114,8 +116,10 @@ class BehaviourStats:
             raise NotFound(f"{self.directory}: no behaviour statistics here (run a build first)")
         try:
             self._manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise SemassocError(f"{manifest_path}: unreadable manifest: {exc}") from None
+        except (OSError, ValueError) as exc:
+            raise StoreDamaged(f"{manifest_path}: damaged behaviour manifest ({exc}); {REPAIR}") from None
+        if not isinstance(self._manifest, dict):
+            raise StoreDamaged(f"{manifest_path}: damaged behaviour manifest (not an object); {REPAIR}")
         if self._manifest.get("schema_version") != SCHEMA_VERSION:
             raise SemassocError(
                 f"{self.directory}: behaviour statistics schema {self._manifest.get('schema_version')} "
@@ -135,9 +139,10 @@ class BehaviourStats:
 
     def _load(self, name: str) -> np.ndarray:
         try:
-            return np.load(self.directory / name, mmap_mode="r")
-        except (OSError, ValueError) as exc:
-            raise SemassocError(f"{self.directory / name}: unreadable behaviour file: {exc}") from None
+            return np.load(self.directory / name, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:
+            detail = " ".join(str(exc).split())[:200]
+            raise StoreDamaged(f"{self.directory / name}: damaged behaviour file ({detail}); {REPAIR}") from None
 
     # ------------------------------------------------------------------------------------------------ building
 
@@ -161,6 +166,7 @@ class BehaviourStats:
         weighted: bool = False,
         event_types: Sequence[str] | None = None,
         progress: Progress | None = None,
+        extra: Callable[[Path], None] | None = None,
     ) -> BehaviourStats:
         """Count every product pair and write the statistics, replacing whatever was in ``directory``.
 
@@ -176,6 +182,8 @@ class BehaviourStats:
             weighted: cosine uses event weights (view < cart < purchase, time decay) instead of presence.
             event_types: count only these event types (e.g. ``["purchase"]`` for complements); ``None``: all.
             progress: called as ``progress(stage, step, steps)``.
+            extra: writes more files (user histories, options) into the directory being written, so that they
+                change together with the statistics or not at all.
 
         Returns:
             The opened statistics.
@@ -204,10 +212,16 @@ class BehaviourStats:
             "event_types": None if event_types is None else sorted(event_types),
         }
         sources = [[s, d] for p in parts for s, d in zip(p.sources, p.digests, strict=True)]
-        state.write(Path(directory), options, sources, created=now, updated=now, progress=progress)
+        state.write(Path(directory), options, sources, created=now, updated=now, progress=progress, extra=extra)
         return cls(directory)
 
-    def update(self, events: Events | Sequence[Events], *, progress: Progress | None = None) -> BehaviourStats:
+    def update(
+        self,
+        events: Events | Sequence[Events],
+        *,
+        progress: Progress | None = None,
+        extra: Callable[[Path], None] | None = None,
+    ) -> BehaviourStats:
         """Add new events (e.g. a new month's file) and rewrite the statistics atomically.
 
         The result equals a full build on all the files together as long as no basket spans the old and the new
@@ -217,6 +231,7 @@ class BehaviourStats:
         Args:
             events: the new events, loaded with the same options as before.
             progress: called as ``progress(stage, step, steps)``.
+            extra: as in :meth:`build`: more files written in the same atomic directory write.
 
         Returns:
             The reopened, updated statistics (this object keeps reading the old files).
@@ -238,7 +253,9 @@ class BehaviourStats:
             *([s, d] for p in parts for s, d in zip(p.sources, p.digests, strict=True)),
         ]
         created = datetime.fromisoformat(self._manifest["created"])
-        merged.write(self.directory, options, sources, created=created, updated=_utc_now(), progress=progress)
+        merged.write(
+            self.directory, options, sources, created=created, updated=_utc_now(), progress=progress, extra=extra
+        )
         return type(self)(self.directory)
 
     # ------------------------------------------------------------------------------------------------- queries

@@ -7,7 +7,9 @@ Files (one directory, written atomically): ``user_ids.npy`` (sorted), ``indptr.n
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+import shutil
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -15,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from semassoc.errors import InvalidInput
+from semassoc.errors import InvalidInput, StoreDamaged
 from semassoc.io import replace_directory
 
 if TYPE_CHECKING:
@@ -42,7 +44,17 @@ class UserHistories:
 
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory)
-        load = lambda name: np.load(self.directory / name, mmap_mode="r")  # noqa: E731
+
+        def load(name: str) -> np.ndarray:
+            try:
+                return np.load(self.directory / name, mmap_mode="r", allow_pickle=False)
+            except (OSError, ValueError, EOFError) as exc:
+                detail = " ".join(str(exc).split())[:200]
+                raise StoreDamaged(
+                    f"{self.directory / name}: damaged user history file ({detail}); "
+                    "repair: rebuild with `semassoc behavior build EVENTS...`"
+                ) from None
+
         self._user_ids = load("user_ids.npy")
         self._indptr = load("indptr.npy")
         self._items = load("items.npy")
@@ -180,13 +192,46 @@ def _aggregate(columns: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]) -
     )
 
 
-def _write(directory: Path, table: _Table) -> None:
-    def write(tmp: Path) -> None:
-        np.save(tmp / "user_ids.npy", table.user_ids.astype(str))
-        np.save(tmp / "item_ids.npy", table.item_ids.astype(str))
-        np.save(tmp / "indptr.npy", table.indptr)
-        np.save(tmp / "items.npy", table.items)
-        np.save(tmp / "counts.npy", table.counts)
-        np.save(tmp / "last_seen.npy", table.last)
+def histories_writer(events: Events | list[Events], existing: UserHistories | None = None) -> Callable[[Path], None]:
+    """Aggregate the histories now (``existing`` plus ``events``) and return a function that saves them into a
+    directory being written: the behaviour statistics' temporary directory, so both change together.
 
-    replace_directory(directory, write)
+    Raises:
+        InvalidInput: the events have no user column.
+    """
+    new = _columns(events)
+    table = _aggregate(_concat([existing._columns(), new]) if existing is not None else new)
+    return lambda directory: _save(directory, table)
+
+
+def copy_histories(source: str | Path) -> Callable[[Path], None]:
+    """A function that puts the stored histories of ``source``, unchanged, into a directory being written (hard
+    links: written files are never modified in place)."""
+    source = Path(source)
+
+    def copy(directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        for name in _FILES:
+            try:
+                os.link(source / name, directory / name)
+            except OSError:
+                shutil.copy2(source / name, directory / name)
+
+    return copy
+
+
+_FILES = ("user_ids.npy", "item_ids.npy", "indptr.npy", "items.npy", "counts.npy", "last_seen.npy")
+
+
+def _save(directory: Path, table: _Table) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    np.save(directory / "user_ids.npy", table.user_ids.astype(str))
+    np.save(directory / "item_ids.npy", table.item_ids.astype(str))
+    np.save(directory / "indptr.npy", table.indptr)
+    np.save(directory / "items.npy", table.items)
+    np.save(directory / "counts.npy", table.counts)
+    np.save(directory / "last_seen.npy", table.last)
+
+
+def _write(directory: Path, table: _Table) -> None:
+    replace_directory(directory, lambda tmp: _save(tmp, table))

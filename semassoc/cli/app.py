@@ -103,6 +103,7 @@ _COMMANDS: list[tuple[typer.Typer, Callable[..., Any], str | None]] = [
     (app, query.search, None),
     (app, index.remove, None),
     (app, index.info, None),
+    (app, index.check, None),
     (behavior_app, behaviour.build, "build"),
     (behavior_app, behaviour.update, "update"),
     (app, behaviour.complements, None),

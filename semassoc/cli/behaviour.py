@@ -92,6 +92,8 @@ def _print_behavior(report: api.BehaviorReport, as_json: bool, verb: str) -> Non
     )
     if report.skipped_rows:
         output.problems(f"[yellow]skipped {report.skipped_rows} bad rows[/], first ones:", report.skipped)
+    for line in report.notes:
+        output.note(safe(line))
 
 
 @weighted_events_options

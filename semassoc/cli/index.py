@@ -22,6 +22,14 @@ def index(
     replace: Annotated[
         bool, typer.Option("--replace", help="Make the workspace hold exactly this file's products (remove others).")
     ] = False,
+    rebuild: Annotated[
+        bool,
+        typer.Option(
+            "--rebuild",
+            help="Rebuild the vector store with exactly this file's products, vectors from the vector cache "
+            "(the repair for a damaged store; nothing already encoded is encoded again).",
+        ),
+    ] = False,
     on_error: Annotated[
         OnErrorChoice,
         typer.Option(
@@ -74,6 +82,7 @@ def index(
             model=model,
             prompts=prompts,
             replace=replace,
+            rebuild=rebuild,
             batch_size=batch_size,
             optimize=optimize,
             qdrant_url=qdrant_url,
@@ -156,3 +165,30 @@ def info(workspace: Workspace = None, qdrant_url: QdrantUrl = None, as_json: AsJ
         rows,
         show_header=False,
     )
+
+
+def check(
+    workspace: Workspace = None,
+    quick: Annotated[bool, typer.Option("--quick", help="Check a sample of the vectors instead of every one.")] = False,
+    as_json: AsJson = False,
+) -> None:
+    """Check the workspace: manifest, vector store (count, dimension, vector lengths), vector cache, behaviour
+    statistics and user histories. Exit 1 with one line per damaged file and its repair.
+
+    Example: semassoc check --workspace .semassoc
+    """
+    from semassoc.check import check as run_check
+
+    report = run_check(workspace, full=not quick)
+    if as_json:
+        output.json_line(report.to_dict())
+    else:
+        verdict = "[green]ok[/]" if report.ok else f"[red]{len(report.problems)} problem(s)[/]"
+        output.say(
+            f"{safe(report.workspace)}: {verdict}; checked {', '.join(report.checks)}; "
+            f"{report.products} products, {report.vectors_checked} vectors"
+        )
+        for problem in report.problems:
+            output.note(safe(problem))
+    if not report.ok:
+        raise typer.Exit(1)

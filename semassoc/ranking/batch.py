@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from semassoc.errors import InvalidInput, NotFound
+from semassoc.faults import fault_point
 from semassoc.io import atomic_output, atomic_write_json
 from semassoc.ranking.engine import RelatedEngine
 from semassoc.ranking.fusion import FusionWeights
@@ -150,6 +151,7 @@ def _run(
             table = pa.Table.from_pylist(answer(chunk), schema=_schema())
             with atomic_output(part) as tmp:  # a chunk is on disk whole or not at all
                 pq.write_table(table, tmp)
+            fault_point("batch.chunk")
         done += len(chunk)
         if progress is not None:
             progress(done, len(ids))
@@ -162,13 +164,51 @@ def _claim(parts: Path, job: dict[str, Any]) -> None:
     """Start a job directory, or resume the same job; a different unfinished job there is refused."""
     spec = parts / "job.json"
     if spec.is_file():
-        if json.loads(spec.read_text(encoding="utf-8")) != job:
+        try:
+            before = json.loads(spec.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            before = None
+        if not isinstance(before, dict):
+            raise InvalidInput(f"{spec}: damaged job file; delete {parts} to start the job again")
+        if before != job and before.get("workspace") != job.get("workspace"):
+            raise InvalidInput(
+                f"{parts} holds an unfinished batch job started on another workspace, or before the workspace "
+                f"changed ({_describe(before.get('workspace'))}; now {_describe(job.get('workspace'))}); its rows "
+                f"would not match: delete {parts} to start again"
+            )
+        if before != job:
             raise InvalidInput(
                 f"{parts} holds an unfinished batch job with other arguments; rerun it with the same arguments "
                 f"to finish it, or delete {parts}"
             )
         return
     atomic_write_json(spec, job, sort_keys=True)
+
+
+def workspace_fingerprint(engine: RelatedEngine) -> dict[str, Any]:
+    """What a batch job's rows depend on: which workspace, and which committed state of it. A resumed job whose
+    workspace differs is refused rather than mixing rows of two states into one output."""
+    ws = engine.ws
+    behaviour = ws.behaviour_dir / "manifest.json"
+    try:
+        stats = json.loads(behaviour.read_text(encoding="utf-8")) if behaviour.is_file() else {}
+    except (OSError, ValueError):
+        stats = {}
+    return {
+        "path": str(Path(ws.path).resolve()),
+        "created": ws.manifest.created,
+        "updated": ws.manifest.updated,
+        "products": ws.manifest.products,
+        "encoder": ws.manifest.encoder_id,
+        "generation": ws.manifest.store.generation,
+        "behaviour": stats.get("last_update"),
+    }
+
+
+def _describe(fingerprint: Any) -> str:
+    if not isinstance(fingerprint, dict):
+        return "unknown workspace"
+    return f"{fingerprint.get('path')} as of {fingerprint.get('updated')}"
 
 
 def _assemble(parts: Path, n_chunks: int, out: Path, fmt: str) -> int:
@@ -207,7 +247,15 @@ def batch_related(
     """Related products for every product of ``product_ids`` (one batched store query per chunk); each row equals
     what ``related`` returns for that product (``ranker=False``: the hand-set fusion even with a fitted ranker)."""
     flt = filter or ProductFilter()
-    job = {"task": "related", "mode": mode, "k": k, "filter": repr(flt), "collapse": collapse, "weights": repr(weights)}
+    job: dict[str, Any] = {
+        "task": "related",
+        "mode": mode,
+        "k": k,
+        "filter": repr(flt),
+        "collapse": collapse,
+        "weights": repr(weights),
+        "workspace": workspace_fingerprint(engine),
+    }
     if not ranker:
         job["ranker"] = False
 
@@ -234,7 +282,14 @@ def batch_recommend(
 ) -> BatchReport:
     """Recommendations for every user of ``user_ids``; each row equals what ``recommend`` returns for that user."""
     flt = filter or ProductFilter()
-    job = {"task": "recommend", "k": k, "allow_repeat": allow_repeat, "filter": repr(flt), "profile": profile}
+    job = {
+        "task": "recommend",
+        "k": k,
+        "allow_repeat": allow_repeat,
+        "filter": repr(flt),
+        "profile": profile,
+        "workspace": workspace_fingerprint(engine),
+    }
 
     def answer(chunk: list[str]) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
