@@ -45,16 +45,20 @@ def verify_store(ws: Workspace, sample: int = 256) -> None:
     Raises:
         StoreDamaged: one line naming the file or directory and the repair.
     """
-    store = ws.store
+    store = ws.store  # a writer's staged copy, or the committed generation
     if not isinstance(store, EmbeddedStore) or not ws.manifest.encoder_id:
         return
-    count = store.count()
-    if count != ws.manifest.products:
-        raise store.damaged(
-            f"{count} products stored, the manifest {ws.path / 'manifest.json'} says {ws.manifest.products}"
-        )
-    for pid, vector in store.sample_vectors(sample):
-        store.check_vector(vector, pid)
+    committed = str(ws.store_path(ws.manifest.store.generation))
+    try:
+        count = store.count()
+        if count != ws.manifest.products:
+            raise store.damaged(
+                f"{count} products stored, the manifest {ws.path / 'manifest.json'} says {ws.manifest.products}"
+            )
+        for pid, vector in store.sample_vectors(sample):
+            store.check_vector(vector, pid)
+    except StoreDamaged as exc:  # name the committed files, not the copy being written
+        raise StoreDamaged(str(exc).replace(str(store.path), committed)) from None
 
 
 def check(workspace: str | Path | None = None, *, full: bool = True) -> CheckReport:

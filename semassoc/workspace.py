@@ -337,7 +337,12 @@ class Workspace:
                 raise WriteFailed(f"{destination}: cannot copy the store: {exc.strerror or exc}") from None
         fault_point("store.staged")
         self._staged = target
-        self._store = EmbeddedStore(destination, dim=None if fresh else self.manifest.dim, create=True)
+        try:
+            self._store = EmbeddedStore(destination, dim=None if fresh else self.manifest.dim, create=True)
+        except StoreDamaged as exc:  # the committed generation's files are damaged: name them, not the copy
+            self._staged = None
+            _remove(destination)
+            raise StoreDamaged(str(exc).replace(str(destination), str(source))) from None
         return self._store
 
     def discard_uncommitted(self) -> None:

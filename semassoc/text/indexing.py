@@ -100,13 +100,13 @@ def index_products(
         store = ws.stage_store(fresh=True)
         existing: dict[str, dict[str, Any]] = {}
     else:
-        if manifest.store.url is None:
-            from semassoc.check import verify_store
-
-            verify_store(ws)  # a damaged store is repaired by --rebuild, not reported "unchanged"
         # Embedded: the writes go to a copy of the committed store generation (readers keep using the committed
         # one), committed by the manifest write at the end; a kill before that leaves the committed state whole.
         store = ws.stage_store(fresh=False)
+        if manifest.store.url is None:
+            from semassoc.check import verify_store
+
+            verify_store(ws)  # on the copy: a damaged store is repaired by --rebuild, not reported "unchanged"
         existing = {p["product_id"]: p for p in store.iter_payloads()}
         if encoder_changed:
             store.drop()  # vectors of two encoders never share a collection: rebuild it from the stored payloads
