@@ -170,7 +170,10 @@ def _claim(parts: Path, job: dict[str, Any]) -> None:
             before = None
         if not isinstance(before, dict):
             raise InvalidInput(f"{spec}: damaged job file; delete {parts} to start the job again")
-        if before != job and before.get("workspace") != job.get("workspace"):
+        same_arguments = {k: v for k, v in before.items() if k != "workspace"} == {
+            k: v for k, v in job.items() if k != "workspace"
+        }
+        if same_arguments and before.get("workspace") != job.get("workspace"):
             raise InvalidInput(
                 f"{parts} holds an unfinished batch job started on another workspace, or before the workspace "
                 f"changed ({_describe(before.get('workspace'))}; now {_describe(job.get('workspace'))}); its rows "
