@@ -461,9 +461,9 @@ def _behaviour_extras(
 
         histories = spark_histories_writer(parts, None if replace or current is None else UserHistories(current))
     elif replace or current is None:
-        histories = histories_writer(parts)
+        histories = histories_writer(list(parts))
     else:
-        histories = histories_writer(parts, UserHistories(current))
+        histories = histories_writer(list(parts), UserHistories(current))
 
     def write(tmp: Path) -> None:
         if histories is not None:
@@ -544,9 +544,9 @@ def update_behavior(
 
             stats = update_stats_spark(
                 ws.behaviour_dir,
-                parts,
+                parts,  # type: ignore[arg-type]
                 progress=progress,
-                extra=extras,  # type: ignore[arg-type]
+                extra=extras,
             )
         else:
             stats = stats.update(parts, progress=progress, extra=extras)
