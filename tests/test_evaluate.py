@@ -217,6 +217,7 @@ def test_cli_evaluate_end_to_end(tmp_path: Path) -> None:
         str(tmp_path / "ws"),
         "--cold-share",
         "0.1",
+        "--no-fit",
         "--max-queries",
         "40",
         "--max-users",
@@ -419,3 +420,34 @@ def test_evaluate_with_cuts_end_to_end(tmp_path: Path) -> None:
     written = json.loads((tmp_path / "report.json").read_text())
     assert {d["cut"] for d in written["paired"]} == {*(c["cut"] for c in report.cuts), "pooled"}
     assert (tmp_path / "report.png").stat().st_size > 1000
+
+
+def test_ranker_is_fitted_on_events_before_the_cut(tmp_path: Path) -> None:
+    """``related`` is fitted (api.fit) on the cut's training workspace: every label window of the fit ends before the
+    evaluation cut; a ranker left by an earlier run is never used (here: a run without fitting)."""
+    workspace = tmp_path / "ws"
+
+    def run(fit: bool) -> Any:
+        return runner.evaluate(
+            CATALOG,
+            INVOICES,
+            options=LoadOptions(filters=EventFilters.online_retail()),
+            workspace=workspace,
+            model="hashing:64",
+            config=runner.EvaluationConfig(
+                cuts=(0.85,), methods=("related", "related-fusion"), users=False, max_queries=30, ks=(10,), fit=fit
+            ),
+        )
+
+    report = run(True)
+    for cut in report.cuts:
+        fitted = cut["ranker"]
+        assert fitted is not None and "saved" in fitted
+        if fitted["saved"]:
+            assert fitted["cuts"] and all(c["label_end"] <= cut["cut"] for c in fitted["cuts"])
+    assert report.cuts[0]["ranker"]["saved"]
+    assert (workspace / runner.RANKER_DIR).is_dir()
+    again = run(False)
+    assert not (workspace / runner.RANKER_DIR).exists()
+    for query_set in ("established", "new"):
+        assert again.score("related", query_set, "ndcg@10") == again.score("related-fusion", query_set, "ndcg@10")
