@@ -231,8 +231,18 @@ def fit(ws: Any, config: FitConfig | None = None, progress: Callable[[str, int, 
     report.message = f"ranker saved in {ws.path / RANKER_DIR}" + (
         f" ({', '.join(missing)} queries keep the hand-set fusion: too few to fit)" if missing else ""
     )
+    if _tuned_encoder(ws.manifest.encoder_model):
+        report.message += (
+            "; note: the catalog vectors come from an encoder tuned on co-purchases (`semassoc train`), which may have"
+            " seen the baskets the simulation labels with, so the validation figures can be optimistic"
+        )
     report.seconds = round(time.perf_counter() - started, 2)
     return report
+
+
+def _tuned_encoder(model: str | None) -> bool:
+    """Whether the workspace's encoder is a `semassoc train` model (a directory with a lineage file)."""
+    return bool(model) and (Path(str(model)) / "lineage.json").is_file()
 
 
 def _fit_group(
