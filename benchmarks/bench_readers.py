@@ -40,6 +40,15 @@ def cli(*args: object) -> subprocess.CompletedProcess:
     )
 
 
+def _in_process_similar(ws: Path, seed: str) -> float:
+    """Open the workspace and answer one ``similar`` in this process (what a serving process pays per call)."""
+    from semassoc import api
+
+    t = time.perf_counter()
+    api.similar(seed, workspace=ws, k=10)
+    return time.perf_counter() - t
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=100_000)
@@ -63,6 +72,12 @@ def run(tmp: Path, n: int) -> dict:
     seed = catalog.ids[123]
     queries = [("similar", seed, "--json"), ("related", seed, "--mode", "substitutes", "--json")]
     before = {q[0]: cli(*q, "--workspace", ws).stdout for q in queries}
+    baseline: list[float] = []  # the same whole-process query with no index running, on the same machine
+    for _ in range(5):
+        t = time.perf_counter()
+        assert cli(*queries[0], "--workspace", ws).returncode == 0
+        baseline.append(time.perf_counter() - t)
+    in_process_idle = [_in_process_similar(ws, seed) for _ in range(5)]
 
     generation = next(ws.glob("qdrant.*"))
     t = time.perf_counter()
@@ -83,7 +98,7 @@ def run(tmp: Path, n: int) -> dict:
     writer_proc = subprocess.Popen(
         [*command, "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
     )
-    latencies: dict[str, list[float]] = {"similar": [], "related": []}
+    latencies: dict[str, list[float]] = {"similar": [], "related": [], "api.similar in-process": []}
     failures: list[str] = []
     stale = 0
     time.sleep(2)  # let the writer take its lock and start its copy
@@ -99,6 +114,8 @@ def run(tmp: Path, n: int) -> dict:
                 continue
             latencies[q[0]].append(elapsed)
             stale += answer.stdout != before[q[0]]
+        if writer_proc.poll() is None:
+            latencies["api.similar in-process"].append(_in_process_similar(ws, seed))
     out, err = writer_proc.communicate()
     index_seconds = time.perf_counter() - index_started
     assert writer_proc.returncode == 0, err
@@ -118,6 +135,11 @@ def run(tmp: Path, n: int) -> dict:
         "failures": failures[:5],
         "answers_differing_from_committed_state": stale,
         "latency_seconds": {k: common.summary(v) for k, v in latencies.items() if v},
+        "idle_latency_seconds": {
+            "similar": common.summary(baseline),
+            "api.similar in-process": common.summary(in_process_idle),
+        },
+        "load_average_after": common.loadavg(),
         "answer_changed_after_commit": after != before["similar"],
     }
 
