@@ -439,3 +439,29 @@ def test_damaged_behaviour_file_is_named(tmp_path: Path, reference: dict, name: 
     rebuilt = cli("behavior", "build", a, b, "--preset", "online-retail", "--workspace", ws)
     assert rebuilt.returncode == 0, rebuilt.stderr
     assert_clean(ws)
+
+
+def test_a_reader_waits_briefly_for_another_reader(tmp_path: Path, indexed: Path) -> None:
+    import threading
+
+    from semassoc.errors import StoreBusy
+    from semassoc.workspace import Workspace
+
+    ws = tmp_path / "ws"
+    shutil.copytree(indexed, ws)
+    holder = Workspace.open(ws)
+    assert holder.store.count() > 0  # a long reader (batch, evaluate) holds the committed store
+    release = threading.Timer(0.5, holder.close)
+    release.start()
+    started = time.perf_counter()
+    assert api.similar(first_id(), workspace=ws, k=3)  # waits for it instead of failing at once
+    assert 0.4 < time.perf_counter() - started < 10
+    release.join()
+    with Workspace.open(ws) as again:
+        assert again.store.count() > 0
+        os.environ["SEMASSOC_BUSY_WAIT"] = "0.1"
+        try:
+            with pytest.raises(StoreBusy, match="readers wait SEMASSOC_BUSY_WAIT"):
+                api.similar(first_id(), workspace=ws, k=3)
+        finally:
+            del os.environ["SEMASSOC_BUSY_WAIT"]

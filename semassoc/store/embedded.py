@@ -74,7 +74,8 @@ class EmbeddedStore:
                 raise
             if "WouldBlock" in str(exc):
                 raise StoreBusy(
-                    f"workspace is in use: {self.path} is open in another semassoc process (one writer at a time)"
+                    f"workspace is in use: {self.path} is open in another semassoc process (a query, batch or "
+                    "evaluate holds it while it runs; readers wait SEMASSOC_BUSY_WAIT seconds, default 2)"
                 ) from None
             if "Read-only file system" in str(exc) or "os error 30" in str(exc):
                 raise StoreUnavailable(
