@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job on the bundled example data (3,000 Online Retail II products, CC BY 4.0), embedded Qdrant store:
-# index the catalog, then show related products for a few items. Sets up ./.venv on first use.
+# index the catalog, learn behaviour and the ranker of `related`, then show related products for a few items. Sets up ./.venv on first use.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/ensure-venv.sh
@@ -15,6 +15,7 @@ done
 semassoc search "christmas tree decoration" -k 5 --max-price 2
 semassoc behavior build "$data/invoices.parquet" --preset online-retail
 semassoc complements 85123A -k 5 --min-count 20
+semassoc fit                         # learn how to rank `related` from these baskets (self-simulation, LightGBM)
 semassoc related 85123A -k 5 --collapse base-code
 semassoc recommend --history 85123A,22423 -k 5
 semassoc batch related --all --out "$SEMASSOC_WORKSPACE/related.parquet"
