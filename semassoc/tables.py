@@ -10,13 +10,14 @@ line) and ``.parquet``/``.pq``, each optionally gzipped (``.csv.gz``...). What e
   the field): invalid UTF-8, a lone surrogate, a wrong number of fields, a line that is not a JSON object, a number
   JSON cannot hold (``NaN``, ``Infinity``, ``1e999``). The rows around it are read normally.
 - **CSV**: fields of any length (long HTML descriptions are legal); the delimiter is ``,``, ``;``, tab or ``|``,
-  detected from the first lines unless given; only an empty field is missing (``NA``, ``NULL``, ``nan`` are text).
+  detected from the first lines unless given; only an empty field is missing in the table (``NA``, ``NULL``, ``nan``
+  are text: ids are never lost); numeric and time fields read :data:`MISSING_TOKENS` as missing.
 - **JSON lines**: the columns are the keys of *all* lines, in order of first appearance.
 
-Two ways to read: ``exact=True`` reads row by row in Python and records each row's number; the default first tries
-pyarrow's native readers (about 10x faster on big event files) and falls back to the exact reader when the file has
-anything unusual. Row numbers of a fast read are computed on demand by :meth:`TableRead.exact`, so consumers
-re-validate on the exact read when they need to name a row.
+Two ways to read: ``exact=True`` reads row by row in Python and records each row's number; for CSV the default
+first tries pyarrow's native reader (about 10x faster on big event files) and falls back to the exact reader when the
+file has anything unusual. JSON lines are always read line by line (pyarrow's JSON reader crashed on a fuzzed
+input). A fast read knows no row numbers: consumers re-validate on :meth:`TableRead.exact` when they must name a row.
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ from semassoc.errors import InvalidInput, RowProblem
 
 if TYPE_CHECKING:
     import pyarrow as pa
+
+#: Spellings of "no value" in exported spreadsheets. In a numeric or time field they mean missing; in an id or text
+#: field they are text like any other (a product may be called NA).
+MISSING_TOKENS = frozenset({"NA", "N/A", "n/a", "#N/A", "NaN", "nan", "NULL", "null", "None", "none", "-"})
 
 #: Delimiters tried, in order of preference, when none is given.
 DELIMITERS = (",", ";", "\t", "|")
@@ -111,7 +116,10 @@ class TableRead:
             import pyarrow as pa
 
             if self._values is not None:
-                self._table = pa.table({name: pa.array(self._values[name], pa.string()) for name in self.columns})
+                # An empty field is missing (null), as in the fast reader.
+                self._table = pa.table(
+                    {name: pa.array([v or None for v in self._values[name]], pa.string()) for name in self.columns}
+                )
             else:
                 records = self._records or []
                 self._table = pa.table({name: _json_column([r.get(name) for r in records]) for name in self.columns})
@@ -203,13 +211,15 @@ def read_table(
         if kind == "parquet":
             return _read_parquet(path)
         if kind == "jsonl":
-            return (None if exact else _fast_jsonl(path)) or _exact_jsonl(path)
+            # Always read line by line: pyarrow's JSON reader crashed the process (SIGSEGV) on one generated input in
+            # the fuzz suite, truncates keys at NUL and accepts invalid UTF-8, so it is not used on user files.
+            return _exact_jsonl(path)
         chosen = delimiter or _detect_delimiter(path)
         return (None if exact else _fast_csv(path, chosen, quote_rows)) or _exact_csv(path, chosen, quote_rows)
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
-        raise InvalidInput(f"{path}: not a readable gzip file: {exc}") from None
+        raise InvalidInput(f"{path}: not a readable gzip file: {_one_line(str(exc))}") from None
     except OSError as exc:
-        raise InvalidInput(f"{path}: cannot read the file: {exc.strerror or exc}") from None
+        raise InvalidInput(f"{path}: cannot read the file: {_one_line(str(exc.strerror or exc))}") from None
 
 
 # ---------------------------------------------------------------------------------------------------------------- CSV
@@ -349,11 +359,11 @@ def _fast_csv(path: Path, delimiter: str, quote_rows: bool = True) -> TableRead 
                 column_types={name: pa.string() for name in header},
                 strings_can_be_null=True,
                 null_values=[""],  # NA, NULL, nan... are ids like any other
-                quoted_strings_can_be_null=False,
+                quoted_strings_can_be_null=True,  # "" and an empty field alike, as Python's csv reads them
             ),
         )
-    except pa.ArrowException:
-        return None  # invalid UTF-8, a record longer than a block, odd quoting: the exact reader says where
+    except (pa.ArrowException, OSError):
+        return None  # invalid UTF-8, a record longer than a block, odd quoting, a bad archive: the exact reader says
     if invalid:
         return None
     return TableRead(
@@ -375,21 +385,29 @@ def _finite_float(text: str) -> float:
     return value
 
 
+# One decoder (json.loads with hooks would build one per line): NaN/Infinity and out-of-range numbers are refused.
+_JSON = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+
+
 def _exact_jsonl(path: Path) -> TableRead:
     source = str(path)
     columns: dict[str, None] = {}
     records: list[dict[str, Any]] = []
     numbers: list[int] = []
     bad: list[BadRow] = []
+    last_keys: Any = None
     with _open_bytes(path) as raw:
         for number, line_bytes in enumerate(raw, start=1):
             if not line_bytes.strip():
                 continue
             if number == 1 and line_bytes.startswith(b"\xef\xbb\xbf"):
                 line_bytes = line_bytes[3:]
-            line = line_bytes.decode("utf-8", errors="surrogateescape")
             try:
-                value = json.loads(line, parse_constant=_reject_constant, parse_float=_finite_float)
+                line, undecodable = line_bytes.decode("utf-8"), False
+            except UnicodeDecodeError:  # kept, with the bad bytes as lone surrogates, to name the field
+                line, undecodable = line_bytes.decode("utf-8", errors="surrogateescape"), True
+            try:
+                value = _JSON.decode(line)
             except ValueError as exc:
                 message = getattr(exc, "msg", None) or str(exc)
                 bad.append(BadRow(RowProblem(source, number, "row", f"not valid JSON ({message})"), "not valid JSON"))
@@ -398,12 +416,15 @@ def _exact_jsonl(path: Path) -> TableRead:
                 message = f"expected a JSON object, found {type(value).__name__}"
                 bad.append(BadRow(RowProblem(source, number, "row", message), "not a JSON object"))
                 continue
-            problem = _json_text_problem(value) if _SURROGATE.search(line) or "\\u" in line.lower() else None
+            problem = _json_text_problem(value) if undecodable or "\\u" in line else None
             if problem is not None:
                 bad.append(BadRow(RowProblem(source, number, *problem), problem[1].split(" (")[0]))
                 continue
-            for key in value:
-                columns.setdefault(key, None)
+            keys = value.keys()
+            if keys != last_keys:  # most files repeat the same keys on every line
+                for key in keys:
+                    columns.setdefault(key, None)
+                last_keys = keys
             records.append(value)
             numbers.append(number)
     if not records and not bad:
@@ -411,36 +432,16 @@ def _exact_jsonl(path: Path) -> TableRead:
     return TableRead(source, "jsonl", list(columns), bad, True, _path=path, _records=records, _numbers=numbers)
 
 
-def _fast_jsonl(path: Path) -> TableRead | None:
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.json as pajson
-
-    try:
-        table = pajson.read_json(pa.input_stream(str(path), compression="detect"))
-        table.validate(full=True)  # the JSON reader does not check UTF-8 itself
-    except pa.ArrowException:
-        return None  # invalid UTF-8 or JSON, mixed types: the exact reader says where
-    if table.num_rows == 0:
-        return None
-    for name in table.column_names:
-        kind = table.schema.field(name).type
-        if pa.types.is_nested(kind):
-            return None  # nested values (and their missing keys) are read exactly
-        if pa.types.is_floating(kind) and not pc.all(pc.is_finite(table[name])).as_py():
-            return None  # NaN, Infinity: not JSON numbers
-    return TableRead(str(path), "jsonl", table.column_names, [], False, _path=path, _table=table)
-
-
 def _json_column(values: list[Any]) -> pa.Array:
     """A column of JSON values: typed when pyarrow can hold them all as one type, else text (objects as JSON)."""
     import pyarrow as pa
 
-    if not any(isinstance(v, (dict, list)) for v in values):
-        try:
-            return pa.array(values)
-        except (pa.ArrowException, TypeError, ValueError, OverflowError):
-            pass
+    try:
+        array = pa.array(values)
+        if not pa.types.is_nested(array.type):
+            return array
+    except (pa.ArrowException, TypeError, ValueError, OverflowError):
+        pass
     return pa.array([None if v is None else v if isinstance(v, str) else json.dumps(v) for v in values], pa.string())
 
 
@@ -457,7 +458,7 @@ def _read_parquet(path: Path) -> TableRead:
             with gzip.open(path, "rb") as handle:
                 source = pa.BufferReader(handle.read())
         table = pq.read_table(source)
-    except (pa.ArrowException, ValueError) as exc:
+    except (pa.ArrowException, ValueError, OSError, EOFError, zlib.error) as exc:  # pyarrow raises OSError too
         raise InvalidInput(f"{path}: not a readable Parquet file: {_first_line(str(exc))}") from None
     try:
         table.validate(full=True)  # e.g. text columns holding invalid UTF-8, written by another tool
@@ -511,6 +512,11 @@ def _surrogate_message(value: str, position: int) -> str:
 def _snippet(text: str) -> str:
     """A short quoted copy of a value for a message (repr escapes control characters and lone surrogates)."""
     return repr(text if len(text) <= _SNIPPET else text[: _SNIPPET - 3] + "...")
+
+
+def _one_line(text: str) -> str:
+    """A library's multi-line message as one line."""
+    return " ".join(text.split())
 
 
 def _first_line(text: str) -> str:

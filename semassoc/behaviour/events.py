@@ -47,7 +47,7 @@ from semassoc.behaviour.event_options import (
     LoadOptions,
 )
 from semassoc.errors import InvalidInput, RowProblem
-from semassoc.tables import BadRow, TableRead, read_table
+from semassoc.tables import MISSING_TOKENS, BadRow, TableRead, read_table
 
 __all__ = [
     "DEFAULT_EVENT_TYPE",
@@ -135,6 +135,15 @@ def _empty_mask(column: pa.ChunkedArray) -> np.ndarray:
     return mask.to_numpy(zero_copy_only=False).astype(bool)
 
 
+def _blank_to_null(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Text of a numeric or time column with blanks and the usual NA spellings (``MISSING_TOKENS``) as null."""
+    text = pc.utf8_trim_whitespace(pc.cast(column, pa.string()))
+    missing = pc.or_kleene(
+        pc.equal(pc.utf8_length(text), 0), pc.is_in(text, value_set=pa.array(sorted(MISSING_TOKENS), pa.string()))
+    )
+    return pc.if_else(missing, pa.scalar(None, pa.string()), text)
+
+
 def _parse_timestamps(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     """Event times as datetime64[us] UTC-naive, and a mask of values that are present but not times."""
     n = len(column)
@@ -155,8 +164,7 @@ def _parse_timestamps(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
         bad = ~np.isnan(seconds) & ~ok
         out[ok] = (np.round(seconds[ok] * 1e6)).astype(np.int64).astype("datetime64[us]")
         return out, bad
-    text = pc.utf8_trim_whitespace(pc.cast(column, pa.string()))
-    text = pc.if_else(pc.equal(pc.utf8_length(text), 0), pa.scalar(None, pa.string()), text)
+    text = _blank_to_null(column)
     for target in (pa.timestamp("us"), pa.timestamp("us", tz="UTC")):
         try:
             parsed = pc.cast(text, target)
@@ -186,8 +194,7 @@ def _parse_numbers(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     if pa.types.is_integer(column.type) or pa.types.is_floating(column.type) or pa.types.is_boolean(column.type):
         values = pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64)
         return values, np.isinf(values)
-    text = pc.utf8_trim_whitespace(pc.cast(column, pa.string()))
-    text = pc.if_else(pc.equal(pc.utf8_length(text), 0), pa.scalar(None, pa.string()), text)
+    text = _blank_to_null(column)
     try:
         values = pc.cast(text, pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64)
         return values, np.isinf(values)
