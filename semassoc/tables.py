@@ -338,23 +338,20 @@ def _fast_csv(path: Path, delimiter: str, quote_rows: bool = True) -> TableRead 
     import pyarrow.csv as pacsv
 
     with _open_text(path) as handle:
+        reader = csv.reader(handle, delimiter=delimiter)
         try:
-            header = _header(path, next(csv.reader(handle, delimiter=delimiter), None))
+            header = _header(path, next(reader, None))
         except csv.Error as exc:
             raise InvalidInput(f"{path}: row 1, field 'row': unreadable header: {exc}") from None
-    invalid: list[int] = []
-
-    def on_invalid(row: Any) -> str:
-        invalid.append(1)
-        return "skip"
-
+        if reader.line_num != 1:
+            return None  # a header spanning lines: pyarrow's skip_rows counts lines, not records
     try:
         table = pacsv.read_csv(
             pa.input_stream(str(path), compression="detect"),
             read_options=pacsv.ReadOptions(column_names=header, skip_rows=1, block_size=1 << 24),
-            parse_options=pacsv.ParseOptions(
-                delimiter=delimiter, newlines_in_values=True, invalid_row_handler=on_invalid
-            ),
+            # No invalid_row_handler: pyarrow calls it with undecodable text and prints "Exception ignored" on
+            # stderr; a malformed row raises instead and the exact reader names it.
+            parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
             convert_options=pacsv.ConvertOptions(
                 column_types={name: pa.string() for name in header},
                 strings_can_be_null=True,
@@ -364,8 +361,6 @@ def _fast_csv(path: Path, delimiter: str, quote_rows: bool = True) -> TableRead 
         )
     except (pa.ArrowException, OSError):
         return None  # invalid UTF-8, a record longer than a block, odd quoting, a bad archive: the exact reader says
-    if invalid:
-        return None
     return TableRead(
         str(path), "csv", header, [], False, _path=path, _delimiter=delimiter, _quote_rows=quote_rows, _table=table
     )
