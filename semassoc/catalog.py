@@ -20,7 +20,7 @@ from typing import Any, Literal
 import tomllib
 
 from semassoc.errors import InvalidInput, RowProblem
-from semassoc.tables import MISSING_TOKENS, read_table
+from semassoc.tables import read_table
 
 OnError = Literal["strict", "skip"]
 
@@ -316,7 +316,7 @@ def _text(value: Any) -> str:
 
 
 def _price(value: Any, column: str) -> float | None:
-    if _missing(value) or (isinstance(value, str) and value.strip() in MISSING_TOKENS):
+    if _missing(value):
         return None
     if isinstance(value, bool):
         raise _FieldError(column, f"expected a number, found {value!r}")
@@ -333,7 +333,7 @@ def _price(value: Any, column: str) -> float | None:
 
 
 def _flag(value: Any, column: str) -> bool | None:
-    if _missing(value) or (isinstance(value, str) and value.strip() in MISSING_TOKENS):
+    if _missing(value):
         return None
     if isinstance(value, bool):
         return value

@@ -10,8 +10,8 @@ line) and ``.parquet``/``.pq``, each optionally gzipped (``.csv.gz``...). What e
   the field): invalid UTF-8, a lone surrogate, a wrong number of fields, a line that is not a JSON object, a number
   JSON cannot hold (``NaN``, ``Infinity``, ``1e999``). The rows around it are read normally.
 - **CSV**: fields of any length (long HTML descriptions are legal); the delimiter is ``,``, ``;``, tab or ``|``,
-  detected from the first lines unless given; only an empty field is missing in the table (``NA``, ``NULL``, ``nan``
-  are text: ids are never lost); numeric and time fields read :data:`MISSING_TOKENS` as missing.
+  detected from the first lines unless given; only an empty field is missing (``NA``, ``NULL``, ``nan`` are text:
+  ids are never lost; in a numeric field they are bad values, as in the Spark engine).
 - **JSON lines**: the columns are the keys of *all* lines, in order of first appearance.
 
 Two ways to read: ``exact=True`` reads row by row in Python and records each row's number; for CSV the default
@@ -37,10 +37,6 @@ from semassoc.errors import InvalidInput, RowProblem
 
 if TYPE_CHECKING:
     import pyarrow as pa
-
-#: Spellings of "no value" in exported spreadsheets. In a numeric or time field they mean missing; in an id or text
-#: field they are text like any other (a product may be called NA).
-MISSING_TOKENS = frozenset({"NA", "N/A", "n/a", "#N/A", "NaN", "nan", "NULL", "null", "None", "none", "-"})
 
 #: Delimiters tried, in order of preference, when none is given.
 DELIMITERS = (",", ";", "\t", "|")

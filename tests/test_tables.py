@@ -200,14 +200,3 @@ def test_fast_and_exact_reads_agree(tmp_path):
     assert not fast.exact_numbers and exact.exact_numbers
     assert fast.table.to_pylist() == exact.table.to_pylist()
     assert [exact.row_number(i) for i in range(exact.num_rows)] == [2, 5, 6]
-
-
-def test_na_spellings_are_missing_in_numeric_fields_but_ids_in_id_fields(tmp_path):
-    catalog = tmp_path / "c.csv"
-    catalog.write_text("id,title,price,in_stock\nNA,Mug,NA,N/A\nb,Cup,#N/A,yes\n")
-    products = read_catalog(catalog).products
-    assert [(p.product_id, p.price, p.in_stock) for p in products] == [("NA", None, None), ("b", None, True)]
-    events = tmp_path / "e.csv"
-    events.write_text("basket,item,quantity\n1,NA,NA\n1,b,2\n")
-    loaded = load_events(events)
-    assert loaded.item_ids.tolist() == ["NA", "b"] and loaded.skipped.rows == 0

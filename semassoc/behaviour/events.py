@@ -47,7 +47,7 @@ from semassoc.behaviour.event_options import (
     LoadOptions,
 )
 from semassoc.errors import InvalidInput, RowProblem
-from semassoc.tables import MISSING_TOKENS, BadRow, TableRead, read_table
+from semassoc.tables import BadRow, TableRead, read_table
 
 __all__ = [
     "DEFAULT_EVENT_TYPE",
@@ -136,12 +136,9 @@ def _empty_mask(column: pa.ChunkedArray) -> np.ndarray:
 
 
 def _blank_to_null(column: pa.ChunkedArray) -> pa.ChunkedArray:
-    """Text of a numeric or time column with blanks and the usual NA spellings (``MISSING_TOKENS``) as null."""
+    """Text of a numeric or time column, trimmed, with blanks as null (``NA`` is a bad value, not a missing one)."""
     text = pc.utf8_trim_whitespace(pc.cast(column, pa.string()))
-    missing = pc.or_kleene(
-        pc.equal(pc.utf8_length(text), 0), pc.is_in(text, value_set=pa.array(sorted(MISSING_TOKENS), pa.string()))
-    )
-    return pc.if_else(missing, pa.scalar(None, pa.string()), text)
+    return pc.if_else(pc.equal(pc.utf8_length(text), 0), pa.scalar(None, pa.string()), text)
 
 
 def _parse_timestamps(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
