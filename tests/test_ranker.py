@@ -125,6 +125,31 @@ def test_batch_equals_single_calls_with_the_model(fitted: Path) -> None:
     assert info["in use"].startswith("fitted ranker")
 
 
+def _full(rows: list) -> list:
+    return [[(i.product_id, i.title, i.score, i.signals, i.explanation, i.attributes) for i in row] for row in rows]
+
+
+def test_ranked_lists_do_not_depend_on_what_the_engine_served_before(fitted: Path) -> None:
+    """The server keeps payloads, attributes, pair rows and absent products across calls (serving speed): every list
+    and score must come out as from a fresh engine answering that product alone, in any order and batch size."""
+    stats = BehaviourStats.open(fitted / "behaviour")
+    behaviour_only = sorted(set(np.asarray(stats.item_ids_and_counts()[0]).tolist()) - _catalog_ids())[:3]
+    queries = _queries(fitted) + behaviour_only
+    with Workspace.open(fitted) as ws:
+        singles = [RelatedEngine(ws).related(q, k=10) for q in queries]
+        engine = RelatedEngine(ws)
+        forward = engine.related_batch(queries, k=10)
+        backward = engine.related_batch(queries[::-1], k=10)[::-1]  # warm caches, other order
+        pairs = [row for i in range(0, len(queries), 2) for row in engine.related_batch(queries[i : i + 2], k=10)]
+    assert _full(forward) == _full(singles)
+    assert _full(backward) == _full(singles)
+    assert _full(pairs) == _full(singles)
+
+
+def _catalog_ids() -> set[str]:
+    return {row["product_id"] for row in csv.DictReader((EXAMPLES / "catalog.csv").open())}
+
+
 def test_ranker_false_and_other_modes_keep_the_hand_set_fusion(fitted: Path, tmp_path: Path) -> None:
     bare = tmp_path / "bare"
     shutil.copytree(fitted, bare)

@@ -104,6 +104,17 @@ def test_batch_search_equals_single_searches(store):
     assert [[h.product_id for h in r] for r in batch] == [[h.product_id for h in r] for r in single]
 
 
+def test_batch_search_without_payloads_returns_the_same_hits_with_ids_only(store):
+    ids, vectors, payloads = _data()
+    store.upsert(ids, vectors, payloads)
+    filters = [None, ProductFilter(categories=("b",)), ProductFilter(exclude=("p2",))]
+    full = store.search_batch(vectors[:3], limit=8, filters=filters)
+    light = store.search_batch(vectors[:3], limit=8, filters=filters, payloads=False)
+    assert [[(h.product_id, h.score) for h in r] for r in light] == [[(h.product_id, h.score) for h in r] for r in full]
+    assert all(h.payload == {"product_id": h.product_id} for r in light for h in r)
+    assert any(len(h.payload) > 1 for r in full for h in r)
+
+
 def test_payload_update_delete_iterate_and_drop(store):
     ids, vectors, payloads = _data(10)
     store.upsert(ids, vectors, payloads)

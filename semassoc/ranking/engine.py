@@ -375,13 +375,21 @@ class RelatedEngine:
             ranked_ids = [p for p in dict.fromkeys(product_ids) if fitted.has(fitted.group_of(self.basket_count(p)))]
         text_rows: dict[str, list[Hit]] = {}
         limit = max(pool, fitted.text_limit) if ranked_ids and fitted is not None else pool
-        if with_vectors:
-            rows = self.ws.store.search_batch(
-                np.stack([vectors[p] for p in with_vectors]),
-                limit=limit,
-                filters=[base.with_excluded([p]) for p in with_vectors],
-            )
-            text_rows = dict(zip(with_vectors, rows, strict=True))
+        # the ranked queries' hits carry only ids (their server looks up the payloads it needs, once per engine); the
+        # others get whole payloads; the same limit for both keeps every list as one search would give it
+        ranked_set = set(ranked_ids)
+        for part, payloads in (
+            ([p for p in with_vectors if p in ranked_set], False),
+            ([p for p in with_vectors if p not in ranked_set], True),
+        ):
+            if part:
+                rows = self.ws.store.search_batch(
+                    np.stack([vectors[p] for p in part]),
+                    limit=limit,
+                    filters=[base.with_excluded([p]) for p in part],
+                    payloads=payloads,
+                )
+                text_rows.update(zip(part, rows, strict=True))
         served: dict[str, list[ScoredItem]] = {}
         if ranked_ids and self._server is not None:
             rows_of = {p: text_rows.get(p, []) for p in ranked_ids}

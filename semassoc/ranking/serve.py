@@ -59,6 +59,7 @@ class Server:
         self.payloads: dict[str, dict[str, Any]] = {}
         self.labels: dict[str, int] = {}
         self.absent: set[str] = set()
+        self.attribute_cache: dict[str, tuple[float, int, int, int]] = {}
         self.public: dict[str, dict[str, Any]] = {}
         base = self._view(self.ids, self.counts, self.first_seen)
         self.popular = base.popular(ranker.candidates)
@@ -80,6 +81,41 @@ class Server:
         view._scores = self.scores_cache  # shared across batches: behaviour codes are stable
         return view
 
+    def _fetch(self, names: Sequence[str]) -> None:
+        """Look up the payloads of ``names`` not yet known, in one store call, remembering which are absent (not in
+        the catalog), so no product is looked up twice by one engine."""
+        missing = [p for p in names if p not in self.payloads and p not in self.absent]
+        if missing:
+            found = self.engine.payloads(missing)
+            self.payloads.update(found)
+            self.absent.update(p for p in missing if p not in found)
+
+    def _attributes(self, pid: str) -> tuple[float, int, int, int] | None:
+        """(price, category label, brand label, catalog date) of a product from its payload, worked out once per
+        engine; None when it has no payload (not in the catalog)."""
+        cached = self.attribute_cache.get(pid)
+        if cached is None:
+            payload = self.payloads.get(pid)
+            if payload is None:
+                return None
+            try:
+                price = float(payload.get("price"))  # type: ignore[arg-type]
+            except (TypeError, ValueError):
+                price = float("nan")
+            date = MISSING
+            flat = public_attributes(payload)
+            for name in DATE_COLUMNS:
+                if flat.get(name) not in (None, ""):
+                    date = parse_date(flat[name])
+                    break
+            cached = self.attribute_cache[pid] = (
+                price if np.isfinite(price) and price > 0 else np.nan,
+                self._label(payload.get("category")),
+                self._label(payload.get("brand")),
+                date,
+            )
+        return cached
+
     def _label(self, value: Any) -> int:
         text = str(value or "")
         if not text:
@@ -98,9 +134,6 @@ class Server:
         """Ranked lists for ``product_ids`` (each must have a model for its group); ``text_rows`` are the text
         searches, ``limit`` their length."""
         n = self.ids.shape[0]
-        for hits in text_rows.values():
-            for h in hits:
-                self.payloads.setdefault(h.product_id, h.payload)
         wanted = set(product_ids) | {h.product_id for hits in text_rows.values() for h in hits}
         wanted_arr = np.asarray(sorted(wanted), dtype=str)
         pos = np.minimum(np.searchsorted(self.ids, wanted_arr), max(n - 1, 0))
@@ -122,25 +155,15 @@ class Server:
 
             def load(codes: np.ndarray) -> None:
                 names = [str(i) for i in ids[codes].tolist()]
-                missing = [p for p in names if p not in self.payloads]
-                if missing:
-                    self.payloads.update(self.engine.payloads(missing))
-                for code, pid in zip(codes.tolist(), names, strict=True):
-                    payload = self.payloads.get(pid)
-                    if payload is None:
-                        continue
-                    try:
-                        price = float(payload.get("price"))  # type: ignore[arg-type]
-                    except (TypeError, ValueError):
-                        price = float("nan")
-                    view.price[code] = price if np.isfinite(price) and price > 0 else np.nan  # type: ignore[index]
-                    view.category[code] = self._label(payload.get("category"))  # type: ignore[index]
-                    view.brand[code] = self._label(payload.get("brand"))  # type: ignore[index]
-                    flat = public_attributes(payload)
-                    for name in DATE_COLUMNS:
-                        if flat.get(name) not in (None, ""):
-                            view.date[code] = parse_date(flat[name])  # type: ignore[index]
-                            break
+                self._fetch(names)
+                known = [(code, self._attributes(pid)) for code, pid in zip(codes.tolist(), names, strict=True)]
+                known = [(code, a) for code, a in known if a is not None]
+                if known:
+                    at = np.array([code for code, _ in known], dtype=np.int64)
+                    view.price[at] = [a[0] for _, a in known]  # type: ignore[index]
+                    view.category[at] = [a[1] for _, a in known]  # type: ignore[index]
+                    view.brand[at] = [a[2] for _, a in known]  # type: ignore[index]
+                    view.date[at] = [a[3] for _, a in known]  # type: ignore[index]
 
             view.load_attributes = load
         queries = np.array([code_of[p] for p in product_ids], dtype=np.int64)
@@ -170,24 +193,26 @@ class Server:
             order = np.lexsort((ids[cands], -scores[lo:hi]))
             orders.append(order)
             head.update(str(p) for p in ids[cands[order[: max(4 * k, 32)]]].tolist())
-        missing = [p for p in sorted(head) if p not in self.payloads]
-        if missing:  # one store call for the heads of every list (the rest only when filters reach further)
-            found = self.engine.payloads(missing)
-            self.payloads.update(found)
-            self.absent.update(p for p in missing if p not in found)
+        self._fetch(sorted(head))  # one store call for the heads of every list (the rest when filters reach further)
         out = []
         for i, pid in enumerate(product_ids):
             lo, hi = int(table.offsets[i]), int(table.offsets[i + 1])
             cands = table.candidates[lo:hi]
             order = orders[i]
-            row_of = {str(ids[cands[j]]): lo + int(j) for j in order.tolist()}
-            ranked = [(name, float(scores[r])) for name, r in row_of.items()]
+            names = ids[cands[order]].tolist()
+            row_of = dict(zip(names, (lo + order).tolist(), strict=True))
+            ranked = list(zip(names, scores[lo + order].tolist(), strict=True))
             flt = base.with_excluded([pid])
             payloads: dict[str, Any] = {}
-            for name in list(row_of)[: max(4 * k, 32)]:
-                if name in self.payloads or name in self.absent:
-                    payloads[name] = self.payloads.get(name)  # None: not in the catalog, skipped without a look-up
+            for name in names:  # every payload known so far (None: not in the catalog, skipped without a look-up)
+                if name in self.payloads:
+                    payloads[name] = self.payloads[name]
+                elif name in self.absent:
+                    payloads[name] = None
+            known = len(payloads)
             kept = self.engine._admissible(ranked, payloads, flt, collapse, pid, k)
+            if len(payloads) > known:  # looked up further down this list: keep them for the next lists
+                self.payloads.update((n, v) for n, v in payloads.items() if v is not None)
             evidence = float(counts[queries[i]])
             out.append(
                 [
@@ -233,7 +258,8 @@ class Server:
             reason = f"bought together in {value('pair_count'):.0f} baskets (lift {value('pair_lift'):.1f})"
         elif strongest == "transfer" and int(table.via[row]) >= 0:
             donor = str(view.ids[int(table.via[row])])
-            title = self.payloads.get(donor) or self.engine.payloads([donor]).get(donor, {})
+            self._fetch([donor])
+            title = self.payloads.get(donor) or {}
             reason = f"via {title.get('title', donor)} (text {float(table.via_sim[row]):.2f})"
         elif strongest == "recent":
             reason = f"new product, text similarity {sim:.2f}"

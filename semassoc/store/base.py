@@ -10,6 +10,7 @@ Points get deterministic UUIDs derived from the product id; the product id and i
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ PAYLOAD_INDEXES = {
 }
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def point_id(product_id: str) -> str:
     """The Qdrant point id of a product: a UUID5 of its id, the same on every machine and run."""
     return str(uuid.uuid5(_NAMESPACE, product_id))
@@ -121,9 +123,16 @@ class VectorStore(Protocol):
         ...
 
     def search_batch(
-        self, vectors: np.ndarray, *, limit: int, filters: Sequence[ProductFilter | None], exact: bool = False
+        self,
+        vectors: np.ndarray,
+        *,
+        limit: int,
+        filters: Sequence[ProductFilter | None],
+        exact: bool = False,
+        payloads: bool = True,
     ) -> list[list[Hit]]:
-        """One :meth:`search` per row of ``vectors``, planned together."""
+        """One :meth:`search` per row of ``vectors``, planned together. ``payloads=False``: each hit's payload holds
+        only its ``product_id`` (same hits and scores; for callers that look payloads up themselves)."""
         ...
 
     def iter_payloads(self, keys: Sequence[str] | None = None, batch: int = 2048) -> Iterator[dict[str, Any]]:

@@ -211,12 +211,14 @@ class EmbeddedStore:
             return None
         return qe.Filter(must=must or None, must_not=must_not)
 
-    def _request(self, vector: np.ndarray, limit: int, filter: ProductFilter | None, exact: bool) -> Any:
+    def _request(
+        self, vector: np.ndarray, limit: int, filter: ProductFilter | None, exact: bool, payloads: bool = True
+    ) -> Any:
         qe = self._qe
         return qe.QueryRequest(
             limit=limit,
             query=qe.Query.Nearest(np.asarray(vector, dtype=np.float32).tolist(), using=VECTOR_NAME),
-            with_payload=True,
+            with_payload=True if payloads else ["product_id"],
             filter=self._filter(filter),
             params=qe.SearchParams(exact=True) if exact else None,
         )
@@ -231,14 +233,30 @@ class EmbeddedStore:
             return [self._hit(p) for p in points]
 
     def search_batch(
-        self, vectors: np.ndarray, *, limit: int, filters: Sequence[ProductFilter | None], exact: bool = False
+        self,
+        vectors: np.ndarray,
+        *,
+        limit: int,
+        filters: Sequence[ProductFilter | None],
+        exact: bool = False,
+        payloads: bool = True,
     ) -> list[list[Hit]]:
         if self._shard is None:
             return [[] for _ in range(len(vectors))]
-        requests = [self._request(v, limit, f, exact) for v, f in zip(vectors, filters, strict=True)]
+        requests = [self._request(v, limit, f, exact, payloads) for v, f in zip(vectors, filters, strict=True)]
         with self._guard():
             results = self._shard.query_batch(self._qe.QueryBatchRequest(requests))
-            return [[self._hit(p) for p in points] for points in results]
+            if payloads:
+                return [[self._hit(p) for p in points] for points in results]
+            return [[self._id_hit(p) for p in points] for points in results]
+
+    def _id_hit(self, point: Any) -> Hit:
+        """:meth:`_hit` of a point returned with only its ``product_id`` (no bookkeeping keys to strip)."""
+        payload = point.payload
+        score = float(point.score)
+        if not abs(score) <= 1.001:  # cosine lies in [-1, 1] (and NaN fails too)
+            raise self.damaged(f"a search returned the impossible cosine {score:.3g} for {payload['product_id']!r}")
+        return Hit(payload["product_id"], score, payload)
 
     def _hit(self, point: Any) -> Hit:
         hit = _edge_hit(point)

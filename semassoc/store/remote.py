@@ -150,14 +150,16 @@ class RemoteStore:
             return None
         return m.Filter(must=must or None, must_not=must_not)
 
-    def _request(self, vector: np.ndarray, limit: int, filter: ProductFilter | None, exact: bool) -> Any:
+    def _request(
+        self, vector: np.ndarray, limit: int, filter: ProductFilter | None, exact: bool, payloads: bool = True
+    ) -> Any:
         m = self._models
         return m.QueryRequest(
             query=np.asarray(vector, dtype=np.float32).tolist(),
             using=VECTOR_NAME,
             limit=limit,
             filter=self._filter(filter),
-            with_payload=True,
+            with_payload=True if payloads else ["product_id"],
             params=m.SearchParams(exact=True) if exact else None,
         )
 
@@ -167,11 +169,17 @@ class RemoteStore:
         return self.search_batch(np.asarray([vector]), limit=limit, filters=[filter], exact=exact)[0]
 
     def search_batch(
-        self, vectors: np.ndarray, *, limit: int, filters: Sequence[ProductFilter | None], exact: bool = False
+        self,
+        vectors: np.ndarray,
+        *,
+        limit: int,
+        filters: Sequence[ProductFilter | None],
+        exact: bool = False,
+        payloads: bool = True,
     ) -> list[list[Hit]]:
         if self._dim is None:
             return [[] for _ in range(len(vectors))]
-        requests = [self._request(v, limit, f, exact) for v, f in zip(vectors, filters, strict=True)]
+        requests = [self._request(v, limit, f, exact, payloads) for v, f in zip(vectors, filters, strict=True)]
         responses = self._client.query_batch_points(self.collection, requests=requests)
         return [[Hit(p.payload["product_id"], float(p.score), p.payload) for p in r.points] for r in responses]
 
