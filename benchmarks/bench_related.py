@@ -1,6 +1,6 @@
 """`related` and `recommend` on a 10k-product workspace: whole-process latency and batch throughput.
 
-    python benchmarks/bench_related.py [--products 10000] [--runs 15]
+    python benchmarks/bench_related.py [--products 10000] [--runs 15] [--workdir DIR] [--baseline SRC]
 
 Workspace: the first N Instacart products (name, aisle and department as category; ../shared/data/instacart,
 non-commercial terms: read there, never copied into the project) indexed with the bundled model, behaviour from the
@@ -8,6 +8,10 @@ non-commercial terms: read there, never copied into the project) indexed with th
 `related` is measured with the ranker and with `--no-ranker` (the hand-set fusion) side by side. Prints medians of
 the whole `semassoc related` / `semassoc recommend` processes (start to exit) and batch throughput; writes
 benchmarks/out/bench_related.json.
+
+``--baseline SRC`` (a checkout of the code to compare with, e.g. ``git worktree add /tmp/before COMMIT``) also
+measures `related` with the ranker under that code and under this one, interleaved run by run on the same workspace
+(whole process and ``batch related --all``), and prints this code's figures as ratios of the baseline's.
 """
 
 from __future__ import annotations
@@ -27,8 +31,16 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("SEMASSOC_SHARED_DATA") or REPO.parent / "shared" / "data") / "instacart"
 
 
-def build(workdir: Path, n_products: int) -> tuple[Path, list[str], list[str]]:
+def build(workdir: Path, n_products: int, reuse: bool = False) -> tuple[Path, list[str], list[str]]:
+    """The workspace (``reuse``: the one a previous run left in ``workdir``, as it is), its first 50 products with
+    behaviour and first 50 users."""
     from semassoc import api
+
+    workspace = workdir / "ws"
+    if reuse and (workspace / "ranker" / "lineage.json").is_file():
+        ids = [row["product_id"] for row in csv.DictReader((workdir / "catalog.csv").open())]
+        print(f"reusing the workspace {workspace} (catalog, behaviour and ranker as they are)")
+        return _sample(workspace, ids)
 
     aisles = {r["aisle_id"]: r["aisle"] for r in csv.DictReader((DATA / "aisles.csv").open())}
     departments = {r["department_id"]: r["department"] for r in csv.DictReader((DATA / "departments.csv").open())}
@@ -44,7 +56,6 @@ def build(workdir: Path, n_products: int) -> tuple[Path, list[str], list[str]]:
             writer.writerow(
                 [row["product_id"], row["product_name"], aisles[row["aisle_id"]], departments[row["department_id"]]]
             )
-    workspace = workdir / "ws"
     start = time.perf_counter()
     report = api.index_catalog(catalog, workspace=workspace)
     print(f"indexed {report.products_total:,} products in {time.perf_counter() - start:.1f} s")
@@ -59,6 +70,10 @@ def build(workdir: Path, n_products: int) -> tuple[Path, list[str], list[str]]:
     start = time.perf_counter()
     fitted = api.fit(workspace)
     print(f"fit: {fitted.message} in {time.perf_counter() - start:.1f} s")
+    return _sample(workspace, ids)
+
+
+def _sample(workspace: Path, ids: list[str]) -> tuple[Path, list[str], list[str]]:
     from semassoc.ranking.engine import RelatedEngine
     from semassoc.workspace import Workspace
 
@@ -69,14 +84,67 @@ def build(workdir: Path, n_products: int) -> tuple[Path, list[str], list[str]]:
     return workspace, warm or ids[:50], users
 
 
-def whole_process(args: list[str], runs: int) -> list[float]:
+def whole_process(args: list[str], runs: int, source: Path | None = None) -> list[float]:
+    """Wall times of whole CLI processes (``source``: the code tree to run, default this one)."""
+    env = {**os.environ, "PYTHONPATH": str(source)} if source is not None else None
     times = []
     for i in range(runs):
         command = [sys.executable, "-m", "semassoc.cli.app", *[a.format(i=i) for a in args]]
         start = time.perf_counter()
-        subprocess.run(command, check=True, capture_output=True)
+        subprocess.run(command, check=True, capture_output=True, env=env)
         times.append(time.perf_counter() - start)
     return times
+
+
+BATCH = """
+import sys, shutil
+from pathlib import Path
+from semassoc import api
+out = Path(sys.argv[2])
+report = api.batch_related(out, workspace=sys.argv[1], all_products=True)
+shutil.rmtree(out.with_name(out.name + ".parts"), ignore_errors=True)
+out.unlink()
+print(report.per_second)
+"""
+
+
+def compare(baseline: Path, workspace: Path, workdir: Path, products: list[str], runs: int) -> dict[str, float]:
+    """`related` with the ranker under ``baseline``'s code and this one's, interleaved (see the module)."""
+    trees = {"baseline": baseline.resolve(), "this": REPO}
+    process: dict[str, list[float]] = {name: [] for name in trees}
+    batch: dict[str, list[float]] = {name: [] for name in trees}
+    for i in range(runs):
+        for name, tree in trees.items():
+            argv = ["related", products[i % len(products)], "-w", str(workspace), "--json"]
+            process[name] += whole_process(argv, 1, tree)
+    for _ in range(max(3, runs // 3)):
+        for name, tree in trees.items():
+            out = workdir / f"compare-{name}.parquet"
+            env = {**os.environ, "PYTHONPATH": str(tree)}
+            done = subprocess.run(
+                [sys.executable, "-c", BATCH, str(workspace), str(out)], check=True, capture_output=True, env=env
+            )
+            batch[name].append(float(done.stdout.split()[-1]))
+    out: dict[str, float] = {}
+    for name in trees:
+        out[f"compare_{name}_related_process_median_s"] = statistics.median(process[name])
+        out[f"compare_{name}_batch_related_per_s"] = statistics.median(batch[name])
+        print(
+            f"{name} ({trees[name]}): `related` process median {statistics.median(process[name]):.3f} s "
+            f"({len(process[name])} runs); batch related --all median {statistics.median(batch[name]):,.0f}/s "
+            f"(runs: {', '.join(f'{v:,.0f}' for v in batch[name])})"
+        )
+    out["compare_process_ratio"] = out["compare_this_related_process_median_s"] / max(
+        out["compare_baseline_related_process_median_s"], 1e-9
+    )
+    out["compare_batch_ratio"] = out["compare_this_batch_related_per_s"] / max(
+        out["compare_baseline_batch_related_per_s"], 1e-9
+    )
+    print(
+        f"this / baseline: `related` process time x{out['compare_process_ratio']:.2f}, "
+        f"batch related throughput x{out['compare_batch_ratio']:.2f}"
+    )
+    return out
 
 
 def main() -> None:
@@ -84,13 +152,24 @@ def main() -> None:
     parser.add_argument("--products", type=int, default=10_000)
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--workdir", type=Path, default=None, help="Reuse this folder (its vector cache) across runs.")
+    parser.add_argument("--baseline", type=Path, default=None, help="Code tree to compare `related` with (see above).")
+    parser.add_argument(
+        "--compare-only",
+        action="store_true",
+        help="With --baseline: only the comparison, on the workspace --workdir holds if it has one.",
+    )
     args = parser.parse_args()
     if not DATA.is_dir():
         sys.exit(f"Instacart data not found at {DATA}")
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-related-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    workspace, products, users = build(workdir, args.products)
+    workspace, products, users = build(workdir, args.products, reuse=args.compare_only)
     results: dict[str, object] = {"products": args.products, "command": " ".join(sys.argv)}
+    if args.baseline is not None:
+        results.update(compare(args.baseline, workspace, workdir, products, args.runs))
+        if args.compare_only:
+            _write(results)
+            return
     for name, argv in (
         ("related", ["related", "{p}", "-w", str(workspace), "--json"]),
         ("related --no-ranker", ["related", "{p}", "-w", str(workspace), "--json", "--no-ranker"]),
@@ -120,6 +199,10 @@ def main() -> None:
         report = run(out, workspace=workspace, **kwargs)
         results[f"batch_{task}_per_s"] = report.per_second
         print(f"batch {task}: {report.queries:,} in {report.seconds:.1f} s = {report.per_second:,.0f}/s")
+    _write(results)
+
+
+def _write(results: dict[str, object]) -> None:
     out_dir = REPO / "benchmarks" / "out"
     out_dir.mkdir(exist_ok=True)
     (out_dir / "bench_related.json").write_text(json.dumps(results, indent=2))
