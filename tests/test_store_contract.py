@@ -110,7 +110,9 @@ def test_batch_search_without_payloads_returns_the_same_hits_with_ids_only(store
     filters = [None, ProductFilter(categories=("b",)), ProductFilter(exclude=("p2",))]
     full = store.search_batch(vectors[:3], limit=8, filters=filters)
     light = store.search_batch(vectors[:3], limit=8, filters=filters, payloads=False)
-    assert [[(h.product_id, h.score) for h in r] for r in light] == [[(h.product_id, h.score) for h in r] for r in full]
+    assert [[h.product_id for h in r] for r in light] == [[h.product_id for h in r] for r in full]
+    # (the remote client's local mode may differ in the last float bits between two identical searches)
+    assert [h.score for r in light for h in r] == pytest.approx([h.score for r in full for h in r], abs=1e-6)
     assert all(h.payload == {"product_id": h.product_id} for r in light for h in r)
     assert any(len(h.payload) > 1 for r in full for h in r)
 
