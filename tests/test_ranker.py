@@ -146,6 +146,34 @@ def test_ranked_lists_do_not_depend_on_what_the_engine_served_before(fitted: Pat
     assert _full(pairs) == _full(singles)
 
 
+def test_serving_scores_with_lightgbm_s_own_numbers_without_importing_the_package(fitted: Path) -> None:
+    """Serving calls LightGBM's library directly (NativeModel): the same predictions as ``Booster.predict``, bit for
+    bit, with missing values; and a `related` process never imports the package (scipy, narwhals)."""
+    import subprocess
+    import sys
+
+    from semassoc.ranking.ranker import NativeModel, _lightgbm
+
+    rng = np.random.default_rng(0)
+    for group in ("established", "new"):
+        path = fitted / "ranker" / f"{group}.txt"
+        native = NativeModel.load(path)
+        assert native is not None
+        booster = _lightgbm().Booster(model_file=str(path))
+        x = rng.normal(scale=5.0, size=(300, booster.num_feature()))
+        x[rng.random(x.shape) < 0.2] = np.nan
+        for rows in (x, x[:1], np.asfortranarray(x)):
+            assert np.array_equal(native.predict(rows), booster.predict(rows, num_threads=1)), group
+    code = (
+        "import sys; from semassoc import api; "
+        f"rows = api.related({_queries(fitted)[0]!r}, workspace={str(fitted)!r}, k=5); "
+        "assert rows and 'ranker' in rows[0].signals; "
+        "print(sorted(m for m in ('lightgbm', 'scipy', 'narwhals') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
 def _catalog_ids() -> set[str]:
     return {row["product_id"] for row in csv.DictReader((EXAMPLES / "catalog.csv").open())}
 
