@@ -168,6 +168,36 @@ class EventColumns:
                     break
         return EventColumns(**chosen)
 
+    def check_usable(self, source: str, found: Sequence[str], *, time_decay: bool) -> str:
+        """Refuse resolved columns that cannot make baskets: no product column, no basket column and nothing to cut
+        sessions by (user and time), or time decay without a time column.
+
+        Args:
+            source: the file named in the messages.
+            found: the file's column names, listed in the messages.
+            time_decay: a half-life is set.
+
+        Returns:
+            The product id column.
+
+        Raises:
+            InvalidInput: one line naming the file, what is missing and the columns found.
+        """
+        if self.item is None:
+            raise InvalidInput(
+                f"{source}: no product id column (looked for product_id, item_id, StockCode, sku...); "
+                f"columns found: {found}; name it with columns={{'item': ...}}"
+            )
+        if self.basket is None and (self.user is None or self.timestamp is None):
+            missing = [name for name, col in (("user", self.user), ("timestamp", self.timestamp)) if col is None]
+            raise InvalidInput(
+                f"{source}: without a basket/order/session column, sessions are cut per user by time, which needs "
+                f"{' and '.join(missing)} column(s); columns found: {found}"
+            )
+        if time_decay and self.timestamp is None:
+            raise InvalidInput(f"{source}: time decay (half_life) needs a timestamp column; columns found: {found}")
+        return self.item
+
 
 @dataclass(frozen=True)
 class EventFilters:

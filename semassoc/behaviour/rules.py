@@ -102,6 +102,48 @@ def _min_count(min_support: float, n: int) -> int:
     return max(1, math.ceil(min_support * n * (1 - 1e-12)))
 
 
+def check_rule_options(min_support: float, min_confidence: float, min_len: int, max_len: int) -> None:
+    """Raise ``InvalidInput`` for thresholds ``mine_rules`` (and the Spark miner) cannot take."""
+    if not (isinstance(min_support, int | float) and 0 < min_support <= 1):
+        raise InvalidInput(f"min_support must be in (0, 1], not {min_support!r}")
+    if not (isinstance(min_confidence, int | float) and 0 <= min_confidence <= 1):
+        raise InvalidInput(f"min_confidence must be in [0, 1], not {min_confidence!r}")
+    if not (isinstance(min_len, int) and isinstance(max_len, int) and 1 <= min_len <= max_len):
+        raise InvalidInput(f"need 1 <= min_len <= max_len, got min_len={min_len!r}, max_len={max_len!r}")
+
+
+def rules_from_counts(
+    counted: Iterable[tuple[Iterable[str], str, int, int, int]], n: int, min_count: int, min_confidence: float
+) -> list[Rule]:
+    """Rules from integer counts, with the exact thresholds and arules' measures, best first.
+
+    Args:
+        counted: candidate rules as ``(lhs items, rhs item, count of lhs ∪ rhs, lhs count, rhs count)``; a miner may
+            pass candidates under a looser confidence bound: the exact test on counts is applied here.
+        n: baskets mined.
+        min_count: the smallest count a rule needs (``ceil(min_support * n)``).
+        min_confidence: ``count / lhs_count >= min_confidence`` (up to a relative slack of an ulp or so).
+    """
+    rules = []
+    for lhs, rhs, both, body_count, rhs_count in counted:
+        if both < min_count or both < min_confidence * body_count * (1 - _CONFIDENCE_SLACK):
+            continue
+        confidence = both / body_count
+        rules.append(
+            Rule(
+                lhs=tuple(sorted(lhs)),
+                rhs=(rhs,),
+                support=both / n,
+                confidence=confidence,
+                coverage=body_count / n,
+                lift=confidence / (rhs_count / n),
+                count=int(both),
+            )
+        )
+    rules.sort(key=lambda r: (-r.lift, -r.confidence, -r.support, r.lhs, r.rhs))
+    return rules
+
+
 def item_frequencies(baskets: Events | Iterable[Iterable[str]]) -> list[ItemFrequency]:
     """Basket count and support of every item, most frequent first (ties by item).
 
@@ -233,12 +275,7 @@ def mine_rules(
         >>> [(r.lhs, r.rhs, r.count) for r in rules]
         [(('b',), ('a',), 2)]
     """
-    if not (isinstance(min_support, int | float) and 0 < min_support <= 1):
-        raise InvalidInput(f"min_support must be in (0, 1], not {min_support!r}")
-    if not (isinstance(min_confidence, int | float) and 0 <= min_confidence <= 1):
-        raise InvalidInput(f"min_confidence must be in [0, 1], not {min_confidence!r}")
-    if not (isinstance(min_len, int) and isinstance(max_len, int) and 1 <= min_len <= max_len):
-        raise InvalidInput(f"need 1 <= min_len <= max_len, got min_len={min_len!r}, max_len={max_len!r}")
+    check_rule_options(min_support, min_confidence, min_len, max_len)
     import fim  # Borgelt's C miner; imported here so that importing semassoc stays light.
 
     if progress:
@@ -264,23 +301,12 @@ def mine_rules(
         mode="o",
     )
     item_count = Counter(item for basket in transactions for item in basket)
-    rules = []
-    for head, body, both, body_count in raw:
-        if both < min_count or both < min_confidence * body_count * (1 - _CONFIDENCE_SLACK):
-            continue
-        confidence = both / body_count
-        rules.append(
-            Rule(
-                lhs=tuple(sorted(body)),
-                rhs=(head,),
-                support=both / n,
-                confidence=confidence,
-                coverage=body_count / n,
-                lift=confidence / (item_count[head] / n),
-                count=int(both),
-            )
-        )
-    rules.sort(key=lambda r: (-r.lift, -r.confidence, -r.support, r.lhs, r.rhs))
+    rules = rules_from_counts(
+        ((body, head, both, body_count, item_count[head]) for head, body, both, body_count in raw),
+        n,
+        min_count,
+        min_confidence,
+    )
     if progress:
         progress("done", 3, 3)
     return rules

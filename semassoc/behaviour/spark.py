@@ -21,11 +21,9 @@ PySpark is imported inside the functions: importing this module is cheap.
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,20 +32,17 @@ import numpy as np
 from semassoc.behaviour.baskets import BasketLog
 from semassoc.behaviour.events import LoadOptions
 from semassoc.behaviour.pair_state import PairState
-from semassoc.behaviour.rules import _CONFIDENCE_SLACK, Rule, _min_count
+from semassoc.behaviour.rules import _CONFIDENCE_SLACK, Rule, _min_count, check_rule_options, rules_from_counts
 from semassoc.behaviour.spark_events import SparkEvents, SparkSettings, load_events_spark, spark_session
-from semassoc.behaviour.stats import (
-    BehaviourStats,
-    _check_distinct_sources,
-    _utc_now,
-)
+from semassoc.behaviour.stats import BehaviourStats, BuildOptions
 from semassoc.behaviour.users import MISSING, UserHistories, _aggregate, _concat, _save, _write
-from semassoc.errors import InvalidInput, NotFound
+from semassoc.errors import InvalidInput
 
 if TYPE_CHECKING:
     import pyarrow as pa
     import scipy.sparse as sp
     from pyspark.sql import DataFrame
+    from typing_extensions import Unpack
 
 __all__ = [
     "SparkEvents",
@@ -203,21 +198,13 @@ def _symmetric(
 
 
 def build_stats_spark(
-    parts: Sequence[SparkEvents],
-    directory: str | Path,
-    *,
-    min_count: int = 2,
-    top_k: int | None = None,
-    weighted: bool = False,
-    event_types: Sequence[str] | None = None,
-    progress: Progress | None = None,
-    extra: Callable[[Path], None] | None = None,
+    parts: Sequence[SparkEvents], directory: str | Path, **options: Unpack[BuildOptions]
 ) -> BehaviourStats:
     """``BehaviourStats.build`` with the counting done by Spark; writes the same files.
 
     Args:
         parts: loads from :func:`load_events_spark`.
-        directory, min_count, top_k, weighted, event_types, progress, extra: as ``BehaviourStats.build``.
+        directory, options (min_count, top_k, weighted, event_types, progress, extra): as ``BehaviourStats.build``.
 
     Returns:
         The opened statistics.
@@ -226,22 +213,7 @@ def build_stats_spark(
         >>> # spark = spark_session(SparkSettings("local[2]"))
         >>> # build_stats_spark(load_events_spark(spark, "s3a://lake/events/"), ".semassoc/behaviour")
     """
-    if not isinstance(min_count, int) or min_count < 1:
-        raise InvalidInput(f"min_count must be an integer >= 1, not {min_count!r}")
-    if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
-        raise InvalidInput(f"top_k must be an integer >= 1 or None, not {top_k!r}")
-    _check_distinct_sources([], parts)  # type: ignore[arg-type]
-    now = _utc_now()
-    state = _state(parts, weighted, event_types, progress)
-    options = {
-        "min_count": min_count,
-        "top_k": top_k,
-        "weighted": weighted,
-        "event_types": None if event_types is None else sorted(event_types),
-    }
-    sources = [[s, d] for p in parts for s, d in zip(p.sources, p.digests, strict=True)]
-    state.write(Path(directory), options, sources, created=now, updated=now, progress=progress, extra=extra)
-    return BehaviourStats(directory)
+    return BehaviourStats.build(parts, directory, count=_state, **options)
 
 
 def update_stats_spark(
@@ -257,18 +229,8 @@ def update_stats_spark(
     Raises:
         NotFound: nothing was built in ``directory``. InvalidInput: a load was already counted.
     """
-    directory = Path(directory)
-    if not (directory / "manifest.json").is_file():
-        raise NotFound(f"{directory}: no behaviour statistics here (run a build first)")
-    manifest = json.loads((directory / "manifest.json").read_text(encoding="utf-8"))
-    _check_distinct_sources([d for _, d in manifest["sources"]], parts)  # type: ignore[arg-type]
-    options = {k: manifest[k] for k in ("min_count", "top_k", "weighted", "event_types")}
-    new = _state(parts, bool(options["weighted"]), options["event_types"], progress)
-    merged = PairState.load(directory, bool(options["weighted"])).merge(new)
-    sources = [*manifest["sources"], *([s, d] for p in parts for s, d in zip(p.sources, p.digests, strict=True))]
-    created = datetime.fromisoformat(manifest["created"])
-    merged.write(directory, options, sources, created=created, updated=_utc_now(), progress=progress, extra=extra)
-    return BehaviourStats(directory)
+    stats = BehaviourStats(directory)
+    return stats.update(parts, progress=progress, extra=extra, count=_state)
 
 
 # ----------------------------------------------------------------------------------------------- user histories
@@ -353,12 +315,7 @@ def mine_rules_and_count_spark(
     partitions: int | None = None,
 ) -> tuple[list[Rule], int]:
     """:func:`mine_rules_spark` and the number of baskets it mined (for reports)."""
-    if not (isinstance(min_support, int | float) and 0 < min_support <= 1):
-        raise InvalidInput(f"min_support must be in (0, 1], not {min_support!r}")
-    if not (isinstance(min_confidence, int | float) and 0 <= min_confidence <= 1):
-        raise InvalidInput(f"min_confidence must be in [0, 1], not {min_confidence!r}")
-    if not (isinstance(min_len, int) and isinstance(max_len, int) and 1 <= min_len <= max_len):
-        raise InvalidInput(f"need 1 <= min_len <= max_len, got min_len={min_len!r}, max_len={max_len!r}")
+    check_rule_options(min_support, min_confidence, min_len, max_len)
     from pyspark import StorageLevel
     from pyspark.ml.fpm import FPGrowth
     from pyspark.sql import functions as F
@@ -396,31 +353,15 @@ def mine_rules_and_count_spark(
         table = _collect(loose.join(single, "rhs"))
     finally:
         baskets.unpersist()
-    found = []
-    for lhs, rhs, both, body_count, rhs_count in zip(
+    counted = zip(
         table.column("lhs").to_pylist(),
         table.column("rhs").to_pylist(),
         table.column("count").to_pylist(),
         table.column("lhs_count").to_pylist(),
         table.column("rc").to_pylist(),
         strict=True,
-    ):
-        if both < min_count or both < min_confidence * body_count * (1 - _CONFIDENCE_SLACK):
-            continue
-        confidence = both / body_count
-        found.append(
-            Rule(
-                lhs=tuple(sorted(lhs)),
-                rhs=(rhs,),
-                support=both / n,
-                confidence=confidence,
-                coverage=body_count / n,
-                lift=confidence / (rhs_count / n),
-                count=int(both),
-            )
-        )
-    found.sort(key=lambda r: (-r.lift, -r.confidence, -r.support, r.lhs, r.rhs))
-    return found, int(n)
+    )
+    return rules_from_counts(counted, n, min_count, min_confidence), int(n)
 
 
 def load(

@@ -141,19 +141,7 @@ def _load_one(spark: SparkSession, spec: str, options: LoadOptions) -> SparkEven
     raw = _read(spark, spec, kind, options.delimiter)
     names = [n for n in raw.columns if n != _CORRUPT]
     cols = options.columns.resolve(names, spec)
-    if cols.item is None:
-        raise InvalidInput(
-            f"{spec}: no product id column (looked for product_id, item_id, StockCode, sku...); "
-            f"columns found: {names}; name it with columns={{'item': ...}}"
-        )
-    if cols.basket is None and (cols.user is None or cols.timestamp is None):
-        missing = [name for name, col in (("user", cols.user), ("timestamp", cols.timestamp)) if col is None]
-        raise InvalidInput(
-            f"{spec}: without a basket/order/session column, sessions are cut per user by time, which needs "
-            f"{' and '.join(missing)} column(s); columns found: {names}"
-        )
-    if options.half_life_days is not None and cols.timestamp is None:
-        raise InvalidInput(f"{spec}: time decay (half_life) needs a timestamp column; columns found: {names}")
+    item = cols.check_usable(spec, names, time_decay=options.half_life_days is not None)
     weights = dict(DEFAULT_EVENT_WEIGHTS if options.weights is None else options.weights)
     for name, value in weights.items():
         if not (isinstance(value, int | float) and value == value and abs(value) != float("inf") and value >= 0):
@@ -164,7 +152,7 @@ def _load_one(spark: SparkSession, spec: str, options: LoadOptions) -> SparkEven
     meta = [F.col("_metadata.file_path").alias("_file")]
     if kind == "parquet":
         meta.append(F.col("_metadata.row_index").alias("_row"))
-    out: dict[str, Column] = {"item": _text(raw, cols.item, True)}
+    out: dict[str, Column] = {"item": _text(raw, item, True)}
     flags: dict[str, Column] = {"item": ok & _empty(out["item"])}
     if cols.basket is not None:
         out["basket"] = _text(raw, cols.basket, True)

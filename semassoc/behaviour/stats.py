@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict
 
 import numpy as np
 
@@ -90,6 +90,46 @@ class BehaviourInfo:
     created: datetime
     last_update: datetime
     sources: tuple[tuple[str, str], ...]
+
+
+class Counted(Protocol):
+    """A load of events as the statistics' manifest records it (local ``Events`` or Spark's ``SparkEvents``)."""
+
+    @property
+    def sources(self) -> tuple[str, ...]: ...
+
+    @property
+    def digests(self) -> tuple[str, ...]: ...
+
+
+class BuildOptions(TypedDict, total=False):
+    """The keyword options of :meth:`BehaviourStats.build`, for functions that pass them on (the Spark engine)."""
+
+    min_count: int
+    top_k: int | None
+    weighted: bool
+    event_types: Sequence[str] | None
+    progress: Progress | None
+    extra: Callable[[Path], None] | None
+
+
+#: Counts the pairs of some loads: ``count(loads, weighted, event_types, progress)``.
+PairCounter = Callable[[Sequence[Any], bool, Sequence[str] | None, Progress | None], PairState]
+
+
+def _parts(events: Any) -> list[Any]:
+    """One load or several, as a list (a local ``Events`` or a sequence of loads of either engine)."""
+    from semassoc.behaviour.events import Events
+
+    return [events] if isinstance(events, Events) else list(events)
+
+
+def _count_local(
+    parts: Sequence[Events], weighted: bool, event_types: Sequence[str] | None, progress: Progress | None
+) -> PairState:
+    from semassoc.behaviour.events import Events
+
+    return PairState.from_events(Events.concat(parts), weighted, event_types, progress)
 
 
 def _utc_now() -> datetime:
@@ -158,7 +198,7 @@ class BehaviourStats:
     @classmethod
     def build(
         cls,
-        events: Events | Sequence[Events],
+        events: Events | Sequence[Counted],
         directory: str | Path,
         *,
         min_count: int = 2,
@@ -167,6 +207,7 @@ class BehaviourStats:
         event_types: Sequence[str] | None = None,
         progress: Progress | None = None,
         extra: Callable[[Path], None] | None = None,
+        count: PairCounter | None = None,
     ) -> BehaviourStats:
         """Count every product pair and write the statistics, replacing whatever was in ``directory``.
 
@@ -184,6 +225,8 @@ class BehaviourStats:
             progress: called as ``progress(stage, step, steps)``.
             extra: writes more files (user histories, options) into the directory being written, so that they
                 change together with the statistics or not at all.
+            count: counts the pairs of the loads (default: in this process; the Spark engine passes its own, so
+                that everything else, the checks and the files written, is this method's).
 
         Returns:
             The opened statistics.
@@ -198,13 +241,10 @@ class BehaviourStats:
             raise InvalidInput(f"min_count must be an integer >= 1, not {min_count!r}")
         if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
             raise InvalidInput(f"top_k must be an integer >= 1 or None, not {top_k!r}")
-        from semassoc.behaviour.events import Events
-
-        parts = [events] if isinstance(events, Events) else list(events)
+        parts = _parts(events)
         _check_distinct_sources([], parts)
-        joined = Events.concat(parts)
         now = _utc_now()
-        state = PairState.from_events(joined, weighted, event_types, progress)
+        state = (count or _count_local)(parts, weighted, event_types, progress)
         options = {
             "min_count": min_count,
             "top_k": top_k,
@@ -217,10 +257,11 @@ class BehaviourStats:
 
     def update(
         self,
-        events: Events | Sequence[Events],
+        events: Events | Sequence[Counted],
         *,
         progress: Progress | None = None,
         extra: Callable[[Path], None] | None = None,
+        count: PairCounter | None = None,
     ) -> BehaviourStats:
         """Add new events (e.g. a new month's file) and rewrite the statistics atomically.
 
@@ -232,6 +273,7 @@ class BehaviourStats:
             events: the new events, loaded with the same options as before.
             progress: called as ``progress(stage, step, steps)``.
             extra: as in :meth:`build`: more files written in the same atomic directory write.
+            count: as in :meth:`build`.
 
         Returns:
             The reopened, updated statistics (this object keeps reading the old files).
@@ -239,15 +281,12 @@ class BehaviourStats:
         Raises:
             InvalidInput: a source file was already counted (same sha256).
         """
-        from semassoc.behaviour.events import Events
-
-        parts = [events] if isinstance(events, Events) else list(events)
+        parts = _parts(events)
         known = [digest for _, digest in self._manifest["sources"]]
         _check_distinct_sources(known, parts)
         options = {k: self._manifest[k] for k in ("min_count", "top_k", "weighted", "event_types")}
         old = PairState.load(self.directory, self._weighted)
-        new = PairState.from_events(Events.concat(parts), self._weighted, options["event_types"], progress)
-        merged = old.merge(new)
+        merged = old.merge((count or _count_local)(parts, self._weighted, options["event_types"], progress))
         sources = [
             *self._manifest["sources"],
             *([s, d] for p in parts for s, d in zip(p.sources, p.digests, strict=True)),
@@ -420,7 +459,7 @@ class BehaviourStats:
         )
 
 
-def _check_distinct_sources(known: Sequence[str], parts: Sequence[Events]) -> None:
+def _check_distinct_sources(known: Sequence[str], parts: Sequence[Counted]) -> None:
     seen = set(known)
     for part in parts:
         for source, digest in zip(part.sources, part.digests, strict=True):
