@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
@@ -13,8 +12,10 @@ from semassoc.behaviour.event_options import LoadOptions
 from semassoc.cli import output
 from semassoc.cli.options import (
     ANY_PRODUCT,
+    LOCAL_ENGINE,
     READ_EVENTS,
     AsJson,
+    Engine,
     MetricChoice,
     OnErrorChoice,
     QdrantUrl,
@@ -22,21 +23,12 @@ from semassoc.cli.options import (
     TopK,
     Workspace,
     delimited_events_options,
+    engine_options,
     filter_options,
     weighted_events_options,
 )
 from semassoc.cli.output import safe
-from semassoc.errors import InvalidInput
 from semassoc.store.base import ProductFilter
-
-if TYPE_CHECKING:
-    from semassoc.behaviour.spark_input import SparkSettings
-
-
-class EngineChoice(str, Enum):
-    local = "local"
-    spark = "spark"
-
 
 # With --engine spark, inputs may be directories, globs and URIs (s3a://...): text, as a Path would fold "//".
 EventSources = Annotated[
@@ -46,37 +38,6 @@ EventSources = Annotated[
         "partitions), globs and URIs such as s3a://bucket/events/."
     ),
 ]
-EngineOption = Annotated[
-    EngineChoice,
-    typer.Option("--engine", help="local (this process) or spark (Apache Spark, same results; see docs/spark.md)."),
-]
-SparkMaster = Annotated[
-    str,
-    typer.Option(
-        "--spark-master", help="With --engine spark: local[*], local[2], yarn, k8s://https://..., spark://host:7077."
-    ),
-]
-SparkConf = Annotated[
-    list[str] | None,
-    typer.Option("--spark-conf", help="With --engine spark: a Spark property KEY=VALUE, passed through (repeatable)."),
-]
-
-
-def spark_settings(engine: EngineChoice, master: str, conf: list[str] | None) -> SparkSettings | None:
-    """The Spark settings of ``--engine spark`` (None for the local engine, where Spark options are refused)."""
-    if engine is EngineChoice.local:
-        if master != "local[*]" or conf:
-            raise InvalidInput("--spark-master and --spark-conf need --engine spark")
-        return None
-    from semassoc.behaviour.spark_input import SparkSettings
-
-    pairs = {}
-    for item in conf or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise InvalidInput(f"--spark-conf wants KEY=VALUE (e.g. spark.executor.memory=8g), not {item!r}")
-        pairs[key.strip()] = value
-    return SparkSettings(master=master, conf=pairs)
 
 
 def _print_behavior(report: api.BehaviorReport, as_json: bool, verb: str) -> None:
@@ -97,6 +58,7 @@ def _print_behavior(report: api.BehaviorReport, as_json: bool, verb: str) -> Non
 
 
 @weighted_events_options
+@engine_options
 def build(
     events: EventSources,
     workspace: Workspace = None,
@@ -109,9 +71,7 @@ def build(
         list[str] | None, typer.Option("--event-type", help="Count only this event type (repeatable).")
     ] = None,
     options: LoadOptions = READ_EVENTS,
-    engine: EngineOption = EngineChoice.local,
-    spark_master: SparkMaster = "local[*]",
-    spark_conf: SparkConf = None,
+    engine: Engine = LOCAL_ENGINE,
     as_json: AsJson = False,
 ) -> None:
     """Count what is bought together in events files (replaces earlier statistics).
@@ -126,12 +86,13 @@ def build(
         top_k=top_k,
         weighted=weighted,
         event_types=event_type,
-        engine=engine.value,
-        spark=spark_settings(engine, spark_master, spark_conf),
+        engine=engine.name,
+        spark=engine.spark,
     )
     _print_behavior(report, as_json, "built")
 
 
+@engine_options
 def update(
     events: EventSources,
     workspace: Workspace = None,
@@ -145,9 +106,7 @@ def update(
             help="Check that the build pseudonymised user ids too (updates always read files as the build did).",
         ),
     ] = False,
-    engine: EngineOption = EngineChoice.local,
-    spark_master: SparkMaster = "local[*]",
-    spark_conf: SparkConf = None,
+    engine: Engine = LOCAL_ENGINE,
     as_json: AsJson = False,
 ) -> None:
     """Add new events files to the statistics, read with the options of the build (equals a full rebuild).
@@ -159,8 +118,8 @@ def update(
         workspace=workspace,
         on_error=None if on_error is None else on_error.mode,
         pseudonymise_users=True if pseudonymise_users else None,
-        engine=engine.value,
-        spark=spark_settings(engine, spark_master, spark_conf),
+        engine=engine.name,
+        spark=engine.spark,
     )
     _print_behavior(report, as_json, "updated")
 
@@ -237,6 +196,7 @@ def complements(
 
 
 @delimited_events_options
+@engine_options
 def rules(
     events: EventSources,
     min_support: Annotated[float, typer.Option("--min-support", min=0.0, max=1.0, help="Share of baskets.")] = 0.01,
@@ -254,9 +214,7 @@ def rules(
         bool, typer.Option("--force", help="Mine even when the rules are estimated not to fit in memory.")
     ] = False,
     options: LoadOptions = READ_EVENTS,
-    engine: EngineOption = EngineChoice.local,
-    spark_master: SparkMaster = "local[*]",
-    spark_conf: SparkConf = None,
+    engine: Engine = LOCAL_ENGINE,
     as_json: AsJson = False,
 ) -> None:
     """Mine association rules of any length (arules semantics) and show the top ones.
@@ -273,8 +231,8 @@ def rules(
         out=out_file,
         sort_by=sort.value,
         force=force,
-        engine=engine.value,
-        spark=spark_settings(engine, spark_master, spark_conf),
+        engine=engine.name,
+        spark=engine.spark,
     )
     if as_json:
         for rule in report.rules[:top] if out_file else report.rules:

@@ -12,13 +12,17 @@ import inspect
 from collections.abc import Callable, Sequence
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar, get_type_hints
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar, get_type_hints
 
 import typer
 
 from semassoc.behaviour.event_options import LoadOptions
+from semassoc.errors import InvalidInput
 from semassoc.store.base import ProductFilter
 from semassoc.workspace import ENV_QDRANT_URL, ENV_WORKSPACE
+
+if TYPE_CHECKING:
+    from semassoc.behaviour.spark_input import SparkSettings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -64,6 +68,11 @@ class RuleSortChoice(str, Enum):
     support = "support"
     rule_count = "count"
     coverage = "coverage"
+
+
+class EngineChoice(str, Enum):
+    local = "local"
+    spark = "spark"
 
 
 class PresetChoice(str, Enum):
@@ -228,10 +237,54 @@ def load_options(
     return dataclasses.replace(options, pseudonymise_users=True) if pseudonymise_users else options
 
 
+# -- where events are counted ----------------------------------------------------------------------------------
+EngineOption = Annotated[
+    EngineChoice,
+    typer.Option("--engine", help="local (this process) or spark (Apache Spark, same results; see docs/spark.md)."),
+]
+SparkMaster = Annotated[
+    str,
+    typer.Option(
+        "--spark-master", help="With --engine spark: local[*], local[2], yarn, k8s://https://..., spark://host:7077."
+    ),
+]
+SparkConf = Annotated[
+    list[str] | None,
+    typer.Option("--spark-conf", help="With --engine spark: a Spark property KEY=VALUE, passed through (repeatable)."),
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class Engine:
+    """What ``--engine``, ``--spark-master`` and ``--spark-conf`` chose: the ``engine`` and ``spark`` arguments of
+    the ``api`` functions that read events."""
+
+    name: str
+    spark: SparkSettings | None = None
+
+
+def spark_settings(engine: EngineChoice, spark_master: str, spark_conf: list[str] | None) -> Engine:
+    """The engine of ``--engine`` and, for Spark, its settings (for the local engine Spark options are refused)."""
+    if engine is EngineChoice.local:
+        if spark_master != "local[*]" or spark_conf:
+            raise InvalidInput("--spark-master and --spark-conf need --engine spark")
+        return LOCAL_ENGINE
+    from semassoc.behaviour.spark_input import SparkSettings
+
+    pairs = {}
+    for item in spark_conf or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise InvalidInput(f"--spark-conf wants KEY=VALUE (e.g. spark.executor.memory=8g), not {item!r}")
+        pairs[key.strip()] = value
+    return Engine(engine.value, SparkSettings(master=spark_master, conf=pairs))
+
+
 # -- option groups ----------------------------------------------------------------------------------------------
 #: Placeholders for the parameters an option group replaces (a command never receives them).
 ANY_PRODUCT = ProductFilter()
 READ_EVENTS = LoadOptions()
+LOCAL_ENGINE = Engine("local")
 
 
 def _option(name: str, annotation: Any, default: Any) -> inspect.Parameter:
@@ -312,4 +365,15 @@ weighted_events_options = option_group(
     "options",
     [*_COLUMNS, *_WEIGHTS, *_CLEANING, *_DELIMITER, _option("pseudonymise_users", Pseudonymise, False)],
     load_options,
+)
+
+#: ``engine: Engine`` becomes --engine, --spark-master and --spark-conf (commands that count events).
+engine_options = option_group(
+    "engine",
+    [
+        _option("engine", EngineOption, EngineChoice.local),
+        _option("spark_master", SparkMaster, "local[*]"),
+        _option("spark_conf", SparkConf, None),
+    ],
+    spark_settings,
 )

@@ -24,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -82,6 +83,10 @@ def _run_products(engine: RelatedEngine, name: str, method: Method, queries: Seq
     return [method(engine, q, k) for q in queries]
 
 
+def _run_users(engine: RelatedEngine, method: UserMethod, histories: Sequence[Any], k: int) -> list[list[str]]:
+    return [method(engine, history, k) for history in histories]
+
+
 def _scores(
     name: str, query_set: str, cut: str, queries: list[str], lists: list[list[str]], truths: list[Any], exclude: Any,
     data: EvaluationData, seconds: float,
@@ -108,38 +113,29 @@ def run_methods(
     ks = data.config.ks
     label = cut or data.split.cut.isoformat()
     fetch = max(ks) + 1  # one more than needed: the query product is dropped when a method returns it
-    results: list[MethodScores] = []
-    product_sets = data.products.by_name()
-    steps = len(methods) * len(product_sets) + len(user_methods) * 2
-    step = 0
-    for query_set, queries in product_sets.items():
+    # One job per (method, query set): its name, query set, query ids, how to run it, truths and exclusions.
+    jobs: list[tuple[str, str, list[str], Callable[[], list[list[str]]], list[Any], Any]] = []
+    for query_set, queries in data.products.by_name().items():
         truths = data.product_truths(queries)
         for name, method in methods.items():
-            step += 1
-            if progress:
-                progress(f"{name} on {query_set}", step, steps)
-            if not queries:
-                continue
-            started = time.perf_counter()
-            lists = _run_products(engine, name, method, queries, fetch)
-            seconds = time.perf_counter() - started
-            results.append(
-                _scores(name, query_set, label, queries, lists, truths, [{q} for q in queries], data, seconds)
-            )
+            run = functools.partial(_run_products, engine, name, method, queries, fetch)
+            jobs.append((name, query_set, queries, run, truths, [{q} for q in queries]))
     for query_set, users in (("users", data.users), ("short users", data.short_users)):
-        truths = [u.truth for u in users]
+        user_truths: list[Any] = [u.truth for u in users]
         exclude = [set(u.history) if data.config.exclude_history else set() for u in users]
         for name, user_method in user_methods.items():
-            step += 1
-            if progress:
-                progress(f"{name} on {query_set}", step, steps)
-            if not users:
-                continue
-            started = time.perf_counter()
-            lists = [user_method(engine, u.history, max(ks)) for u in users]
-            seconds = time.perf_counter() - started
-            ids = [u.user for u in users]
-            results.append(_scores(name, query_set, label, ids, lists, truths, exclude, data, seconds))
+            run = functools.partial(_run_users, engine, user_method, [u.history for u in users], max(ks))
+            jobs.append((name, query_set, [u.user for u in users], run, user_truths, exclude))
+    results: list[MethodScores] = []
+    for step, (name, query_set, ids, job, truths, exclude) in enumerate(jobs, start=1):
+        if progress:
+            progress(f"{name} on {query_set}", step, len(jobs))
+        if not ids:
+            continue
+        started = time.perf_counter()
+        lists = job()
+        seconds = time.perf_counter() - started
+        results.append(_scores(name, query_set, label, ids, lists, truths, exclude, data, seconds))
     return results
 
 
