@@ -642,9 +642,11 @@ def recommend(
     profile: str = "vectors",
     qdrant_url: str | None = None,
     store_client: Any = None,
+    ranker: bool = True,
 ) -> Recommendation:
     """Products for a user: from the stored history (or ``history``), ``interests`` text, or popularity; the result
-    says which path it took. See :meth:`RelatedEngine.recommend`."""
+    says which path it took. ``ranker=False``: the profile fusion even when the workspace has a fitted ranker.
+    See :meth:`RelatedEngine.recommend`."""
     with Workspace.open(workspace, qdrant_url=qdrant_url, store_client=store_client) as ws:
         key = privacy.stored_key(ws.manifest.behaviour, ws.path) if user_id is not None else None
         return RelatedEngine(ws).recommend(
@@ -656,6 +658,7 @@ def recommend(
             negatives=negatives,
             filter=filter,
             profile=profile,
+            ranker=ranker,
         )
 
 
@@ -713,8 +716,10 @@ def batch_recommend(
     profile: str = "vectors",
     chunk_size: int = 256,
     progress: Callable[[int, int], None] | None = None,
+    ranker: bool = True,
 ) -> BatchReport:
-    """Recommendations for a list of users (a file or ids) or every user with a history, written to ``out``."""
+    """Recommendations for a list of users (a file or ids) or every user with a history, written to ``out``.
+    ``ranker=False``: the profile fusion even when the workspace has a fitted ranker."""
     if (users is None) == (not all_users):
         raise InvalidInput("choose exactly one of --users FILE, --all")
     with Workspace.open(workspace) as ws:
@@ -738,6 +743,7 @@ def batch_recommend(
             profile=profile,
             chunk_size=chunk_size,
             progress=progress,
+            ranker=ranker,
         )
 
 

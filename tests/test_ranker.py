@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from semassoc.errors import SemassocError
 from semassoc.ranking import simulate as S
 from semassoc.ranking.engine import RelatedEngine
 from semassoc.ranking.ranker import FitConfig
+from semassoc.store.base import ProductFilter
 from semassoc.text.encoder import HashingEncoder
 from semassoc.workspace import Workspace
 
@@ -220,3 +222,61 @@ def test_statistics_without_a_log_ask_for_a_rebuild(tmp_path: Path, catalog_csv:
         (ws / "behaviour" / name).unlink()
     with pytest.raises(SemassocError, match="behavior build"):
         api.fit(ws)
+
+
+def _users(ws: Path, n: int) -> list[str]:
+    """Users with at least three distinct products in their history (the ``history`` path)."""
+    with Workspace.open(ws) as opened:
+        histories = RelatedEngine(opened).histories
+        assert histories is not None
+        users = [u for u in histories.user_ids() if len(histories.history(u)) >= 3]
+    return users[:n]
+
+
+def test_recommend_with_the_model_ranks_related_lists_of_the_history(fitted: Path, tmp_path: Path) -> None:
+    users = _users(fitted, 12)
+    assert len(users) == 12
+    cheap = ProductFilter(max_price=2.0)
+    changed = 0
+    with Workspace.open(fitted) as ws:
+        engine = RelatedEngine(ws)
+        for user in users:
+            bought = {h.product_id for h in engine.histories.history(user)}  # type: ignore[union-attr]
+            result = engine.recommend(user, k=10)
+            ids = [i.product_id for i in result.items]
+            assert result.path == "history" and len(ids) == 10 and len(set(ids)) == 10
+            assert not bought & set(ids)
+            assert all(
+                i.explanation.startswith("related to ") and " you bought: " in i.explanation for i in result.items
+            )
+            filtered = engine.recommend(user, k=10, filter=cheap)
+            prices = [p.get("price") for p in engine.payloads([i.product_id for i in filtered.items]).values()]
+            assert filtered.items and all(price is not None and price <= 2.0 for price in prices)
+            assert not bought & {i.product_id for i in filtered.items}
+            fusion = [i.product_id for i in engine.recommend(user, k=10, ranker=False).items]
+            changed += fusion != ids
+    assert changed > 0  # the ranked path is in use, not the profile fusion
+    out = tmp_path / "recs.jsonl"
+    report = api.batch_recommend(out, workspace=fitted, users=users, k=10, chunk_size=5)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert report.rows == len(rows)
+    for user in users:
+        single = api.recommend(user, workspace=fitted, k=10)
+        assert [(r["product_id"], r["explanation"]) for r in rows if r["query"] == user] == [
+            (i.product_id, i.explanation) for i in single.items
+        ]
+
+
+def test_recommend_without_the_model_is_the_profile_fusion(fitted: Path, tmp_path: Path) -> None:
+    bare = tmp_path / "bare"
+    shutil.copytree(fitted, bare)
+    shutil.rmtree(bare / "ranker")
+    for user in _users(fitted, 6):
+        without = api.recommend(user, workspace=bare, k=10)
+        assert not any(i.explanation.startswith("related to ") for i in without.items)
+        opted_out = api.recommend(user, workspace=fitted, k=10, ranker=False)
+        assert [(i.product_id, i.explanation) for i in without.items] == [
+            (i.product_id, i.explanation) for i in opted_out.items
+        ]
+    cold = api.recommend(history=["no-such-product"], workspace=fitted, k=5)  # no known history product: fallback
+    assert len(cold.items) == 5 and not any(i.explanation.startswith("related to ") for i in cold.items)

@@ -83,10 +83,15 @@ def recommend(
         ),
     ] = ProfileChoice.vectors,
     filter: ProductFilter = ANY_PRODUCT,
+    no_ranker: Annotated[
+        bool,
+        typer.Option("--no-ranker", help="Use the profile fusion even when `semassoc fit` saved a ranker."),
+    ] = False,
     qdrant_url: QdrantUrl = None,
     as_json: AsJson = False,
 ) -> None:
     """Products for a user from their history; cold users get semantic + popularity; says which path it took.
+    With a ranker from `semassoc fit`, ranked from the ranked related lists of the user's history products.
 
     Example: semassoc recommend 13085 -k 5
     """
@@ -100,6 +105,7 @@ def recommend(
         negatives=split_ids(negative),
         profile=profile.value,
         filter=filter,
+        ranker=not no_ranker,
         qdrant_url=qdrant_url,
     )
     if as_json:
@@ -169,6 +175,10 @@ def batch_recommend(
     profile: Annotated[ProfileChoice, typer.Option("--profile", help="vectors, text or mix.")] = ProfileChoice.vectors,
     filter: ProductFilter = ANY_PRODUCT,
     chunk_size: ChunkSize = 256,
+    no_ranker: Annotated[
+        bool,
+        typer.Option("--no-ranker", help="Use the profile fusion even when `semassoc fit` saved a ranker."),
+    ] = False,
     as_json: AsJson = False,
 ) -> None:
     """Recommendations for many users; rerun the same command to resume an interrupted run.
@@ -187,5 +197,6 @@ def batch_recommend(
             filter=filter,
             chunk_size=chunk_size,
             progress=progress,
+            ranker=not no_ranker,
         )
     _batch_summary(report, as_json, "users")

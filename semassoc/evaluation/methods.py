@@ -222,12 +222,19 @@ def _user_recommend(engine: RelatedEngine, history: Sequence[str], k: int) -> li
     return [item.product_id for item in engine.recommend(history=list(reversed(history)), k=k).items]
 
 
+def _user_recommend_fusion(engine: RelatedEngine, history: Sequence[str], k: int) -> list[str]:
+    # recommend on the profile fusion even when a ranker was fitted (the comparison for recommend's ranked path).
+    result = engine.recommend(history=list(reversed(history)), k=k, ranker=False)
+    return [item.product_id for item in result.items]
+
+
 #: User-level methods: (engine, history oldest first, k) -> product ids.
 USER_METHODS: dict[str, UserMethod] = {
     "popularity": _user_popularity,
     "complements-sum --metric lift": _user_complements_sum,
     "text-profile": _user_text_profile,
     "recommend": _user_recommend,
+    "recommend-fusion": _user_recommend_fusion,
 }
 
 

@@ -69,7 +69,7 @@ __all__ = [
 #: Where ``evaluate`` keeps its own index and training-side behaviour (never the user's main workspace).
 DEFAULT_WORKSPACE = ".semassoc-eval"
 #: Methods that use a fitted ranker when the workspace has one (``api.fit`` runs per cut for them).
-FITTED_METHODS = ("related",)
+FITTED_METHODS = ("related", "recommend")
 #: The workspace folder where ``api.fit`` saves the ranker.
 RANKER_DIR = "ranker"
 
@@ -294,7 +294,7 @@ def evaluate(
     results: list[MethodScores] = []
     cut_reports: list[dict[str, Any]] = []
     notes: list[str] = []
-    do_fit = config.fit and any(m in methods for m in FITTED_METHODS)
+    do_fit = config.fit and any(m in methods or m in user_methods for m in FITTED_METHODS)
     for number, (cut, end) in enumerate(zip(cuts, ends, strict=True), start=1):
         label = f"cut {number}/{len(cuts)}"
         if progress:

@@ -282,6 +282,7 @@ def batch_recommend(
     profile: str = "vectors",
     chunk_size: int = 256,
     progress: BatchProgress | None = None,
+    ranker: bool = True,
 ) -> BatchReport:
     """Recommendations for every user of ``user_ids``; each row equals what ``recommend`` returns for that user."""
     flt = filter or ProductFilter()
@@ -291,13 +292,14 @@ def batch_recommend(
         "allow_repeat": allow_repeat,
         "filter": repr(flt),
         "profile": profile,
+        "ranker": ranker,
         "workspace": workspace_fingerprint(engine),
     }
 
     def answer(chunk: list[str]) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
         for user in chunk:
-            result = engine.recommend(user, k=k, allow_repeat=allow_repeat, filter=flt, profile=profile)
+            result = engine.recommend(user, k=k, allow_repeat=allow_repeat, filter=flt, profile=profile, ranker=ranker)
             rows.extend(_rows(user, result.path, result.items))
         return rows
 

@@ -95,6 +95,10 @@ PROFILES = ("vectors", "text", "mix")
 RECENCY_HALF_LIFE_DAYS = 90.0
 #: Most recent history products used for a profile.
 MAX_HISTORY = 100
+#: With a fitted ranker, ``recommend`` aggregates the ranked related lists of the user's RANKED_SEEDS heaviest
+#: history products (recency x count weights); each row adds weight / (RANKED_RANK_OFFSET + rank) to a candidate.
+RANKED_SEEDS = 20
+RANKED_RANK_OFFSET = 1
 
 
 @dataclass
@@ -507,6 +511,8 @@ class RelatedEngine:
         groups = (
             {variant_group(product_id, self.payloads([product_id]).get(product_id), collapse)} if collapse else set()
         )
+        excluded = set(flt.exclude)
+        ranked = [(item, score) for item, score in ranked if item not in excluded]
         kept: list[tuple[str, float]] = []
         block = max(4 * k, 32)
         for start in range(0, len(ranked), block):
@@ -627,6 +633,7 @@ class RelatedEngine:
         filter: ProductFilter | None = None,
         profile: str = "vectors",
         weights: FusionWeights | None = None,
+        ranker: bool = True,
     ) -> Recommendation:
         """Products for a user, from the user's history (stored, or given), free-text interests, or popularity.
 
@@ -646,10 +653,15 @@ class RelatedEngine:
             profile: ``vectors`` (no model load), ``text`` (the history through the template and the encoder),
                 or ``mix`` (both, averaged).
             weights: fusion weights (the product defaults; the user's evidence is the number of products).
+            ranker: when the workspace has a ranker fitted by ``semassoc fit`` (and no ``interests``, ``weights``
+                or non-default ``profile`` are given), rank from the ranked ``related`` lists of the user's heaviest
+                history products, summed with their recency weights; each row names the history product behind
+                it. False (or no ranker, or no known history product): the profile fusion above.
         """
         check_k(k)
         if profile not in PROFILES:
             raise InvalidInput(f"unknown profile {profile!r}; choose from {', '.join(PROFILES)}")
+        ranked = ranker and weights is None and interests is None and profile == "vectors"
         weights = weights or FusionWeights()
         items = list(self.histories.history(user_id)) if user_id and self.histories is not None else []
         for entry in history or []:
@@ -670,6 +682,10 @@ class RelatedEngine:
         history_size = len(items)
         items = items[:MAX_HISTORY]  # most recent first; older products weigh little after recency decay
         weight_of = _recency_weights(items)
+        if ranked and self.ranker is not None:
+            ranked_items = self._recommend_ranked(items, weight_of, flt, k)
+            if ranked_items is not None:
+                return Recommendation(user_id, path, history_size, ranked_items)
         vector = self._profile(items, weight_of, interests, profile, negatives)
         hits = self.search_vector(vector, k=pool, filter=flt) if vector is not None else []
         text = {h.product_id: h.score for h in hits}
@@ -710,6 +726,46 @@ class RelatedEngine:
             for item, score in ranked
         ]
         return Recommendation(user_id, path, history_size, results)
+
+    def _recommend_ranked(
+        self, items: list[HistoryItem], weight_of: dict[str, float], flt: ProductFilter, k: int
+    ) -> list[ScoredItem] | None:
+        """Recommendations from the fitted ranker's related lists of the heaviest history products (None when no
+        history product is known to the catalog or the behaviour statistics)."""
+        stats = self.behaviour
+        seeds = sorted((h.product_id for h in items), key=lambda p: -weight_of[p])[:RANKED_SEEDS]
+        vectors = self.vectors(seeds) if self.has_catalog else {}
+        seeds = [p for p in seeds if p in vectors or (stats is not None and p in stats)]
+        if not seeds:
+            return None
+        lists = self.related_batch(seeds, k=max(50, 5 * k), filter=flt, ranker=True)
+        total = sum(weight_of[p] for p in seeds) or 1.0
+        scores: dict[str, float] = {}
+        best: dict[str, tuple[float, str, ScoredItem]] = {}  # candidate -> its strongest contribution
+        for seed, rows in zip(seeds, lists, strict=True):
+            for rank, row in enumerate(rows):
+                part = weight_of[seed] / total / (RANKED_RANK_OFFSET + rank)
+                scores[row.product_id] = scores.get(row.product_id, 0.0) + part
+                if part > best.get(row.product_id, (0.0, "", row))[0]:
+                    best[row.product_id] = (part, seed, row)
+        ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+        titles = {p: str(payload.get("title") or p) for p, payload in self.payloads(seeds).items()}
+        results = []
+        for item, score in ranked:
+            _, seed, row = best[item]
+            results.append(
+                ScoredItem(
+                    product_id=item,
+                    title=row.title,
+                    score=score,
+                    signals={**row.signals, "history_weight": weight_of[seed] / total},
+                    explanation=f"related to {titles.get(seed, seed)} you bought: {row.explanation}",
+                    attributes=row.attributes,
+                )
+            )
+        if len(results) < k and stats is not None:  # top up from popularity
+            results += self.popular(k=k - len(results), filter=flt.with_excluded([r.product_id for r in results]))
+        return results
 
     def _history_signal(
         self,
