@@ -278,5 +278,11 @@ def test_recommend_without_the_model_is_the_profile_fusion(fitted: Path, tmp_pat
         assert [(i.product_id, i.explanation) for i in without.items] == [
             (i.product_id, i.explanation) for i in opted_out.items
         ]
-    cold = api.recommend(history=["no-such-product"], workspace=fitted, k=5)  # no known history product: fallback
-    assert len(cold.items) == 5 and not any(i.explanation.startswith("related to ") for i in cold.items)
+    unknown = api.recommend(history=["no-such-1", "no-such-2", "no-such-3"], workspace=fitted, k=5)
+    assert len(unknown.items) == 5 and not any(i.explanation.startswith("related to ") for i in unknown.items)
+    two = _queries(fitted)[:2]  # a cold user (one or two products) stays on the profile fusion
+    cold = api.recommend(history=two, workspace=fitted, k=5)
+    assert cold.path == "cold-user"
+    assert [i.product_id for i in cold.items] == [
+        i.product_id for i in api.recommend(history=two, workspace=fitted, k=5, ranker=False).items
+    ]

@@ -653,10 +653,11 @@ class RelatedEngine:
             profile: ``vectors`` (no model load), ``text`` (the history through the template and the encoder),
                 or ``mix`` (both, averaged).
             weights: fusion weights (the product defaults; the user's evidence is the number of products).
-            ranker: when the workspace has a ranker fitted by ``semassoc fit`` (and no ``interests``, ``weights``
-                or non-default ``profile`` are given), rank from the ranked ``related`` lists of the user's heaviest
-                history products, summed with their recency weights; each row names the history product behind
-                it. False (or no ranker, or no known history product): the profile fusion above.
+            ranker: for a user with more than two known products, when the workspace has a ranker fitted by
+                ``semassoc fit`` (and no ``interests``, ``weights`` or non-default ``profile`` are given), rank from
+                the ranked ``related`` lists of the user's heaviest history products, summed with their recency
+                weights; each row names the history product behind it. False (or no ranker, one or two products,
+                none of them known): the profile fusion above.
         """
         check_k(k)
         if profile not in PROFILES:
@@ -682,7 +683,7 @@ class RelatedEngine:
         history_size = len(items)
         items = items[:MAX_HISTORY]  # most recent first; older products weigh little after recency decay
         weight_of = _recency_weights(items)
-        if ranked and self.ranker is not None:
+        if ranked and path == "history" and self.ranker is not None:  # 1-2 products: measured no better (fusion)
             ranked_items = self._recommend_ranked(items, weight_of, flt, k)
             if ranked_items is not None:
                 return Recommendation(user_id, path, history_size, ranked_items)
