@@ -662,7 +662,7 @@ class RelatedEngine:
         check_k(k)
         if profile not in PROFILES:
             raise InvalidInput(f"unknown profile {profile!r}; choose from {', '.join(PROFILES)}")
-        ranked = ranker and weights is None and interests is None and profile == "vectors"
+        use_ranker = ranker and weights is None and interests is None and profile == "vectors"
         weights = weights or FusionWeights()
         items = list(self.histories.history(user_id)) if user_id and self.histories is not None else []
         for entry in history or []:
@@ -683,7 +683,7 @@ class RelatedEngine:
         history_size = len(items)
         items = items[:MAX_HISTORY]  # most recent first; older products weigh little after recency decay
         weight_of = _recency_weights(items)
-        if ranked and path == "history" and self.ranker is not None:  # 1-2 products: measured no better (fusion)
+        if use_ranker and path == "history" and self.ranker is not None:  # 1-2 products: measured no better (fusion)
             ranked_items = self._recommend_ranked(items, weight_of, flt, k)
             if ranked_items is not None:
                 return Recommendation(user_id, path, history_size, ranked_items)
