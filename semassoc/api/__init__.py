@@ -29,7 +29,7 @@ from semassoc.api.behaviour import (
 from semassoc.api.products import RemoveReport, WorkspaceInfo, index_catalog, info, remove, search, similar
 from semassoc.api.queries import batch_recommend, batch_related, complements, fit, recommend, related
 from semassoc.ranking.batch import BatchReport
-from semassoc.ranking.engine import Recommendation
+from semassoc.ranking.recommend import Recommendation
 from semassoc.text.indexing import IndexProgress, IndexReport
 from semassoc.text.prompts import PromptSet
 

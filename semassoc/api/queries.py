@@ -10,9 +10,10 @@ from semassoc import privacy
 from semassoc.errors import InvalidInput, NotFound
 from semassoc.ranking import batch
 from semassoc.ranking.batch import BatchReport
-from semassoc.ranking.engine import Recommendation, RelatedEngine
+from semassoc.ranking.engine import RelatedEngine
 from semassoc.ranking.fusion import FusionWeights
 from semassoc.ranking.ranker import FitConfig, FitReport
+from semassoc.ranking.recommend import Recommendation
 from semassoc.results import ScoredItem
 from semassoc.store.base import ProductFilter
 from semassoc.workspace import Workspace
