@@ -97,22 +97,27 @@ def whole_process(args: list[str], runs: int, source: Path | None = None) -> lis
 
 
 BATCH = """
-import sys, shutil
+import csv, resource, sys, shutil
 from pathlib import Path
 from semassoc import api
-out = Path(sys.argv[2])
-report = api.batch_related(out, workspace=sys.argv[1], all_products=True)
+out, limit = Path(sys.argv[2]), int(sys.argv[3])
+ids = [row["product_id"] for row in csv.DictReader(open(sys.argv[4]))][:limit] if limit else None
+report = api.batch_related(out, workspace=sys.argv[1], products=ids, all_products=ids is None)
 shutil.rmtree(out.with_name(out.name + ".parts"), ignore_errors=True)
 out.unlink()
-print(report.per_second)
+used = resource.getrusage(resource.RUSAGE_SELF)
+print(report.per_second, report.queries / (used.ru_utime + used.ru_stime))
 """
 
 
-def compare(baseline: Path, workspace: Path, workdir: Path, products: list[str], runs: int) -> dict[str, float]:
+def compare(
+    baseline: Path, workspace: Path, workdir: Path, products: list[str], runs: int, limit: int = 0
+) -> dict[str, float]:
     """`related` with the ranker under ``baseline``'s code and this one's, interleaved (see the module)."""
     trees = {"baseline": baseline.resolve(), "this": REPO}
     process: dict[str, list[float]] = {name: [] for name in trees}
     batch: dict[str, list[float]] = {name: [] for name in trees}
+    cpu: dict[str, list[float]] = {name: [] for name in trees}  # products per CPU second of the whole process
     for i in range(runs):
         for name, tree in trees.items():
             argv = ["related", products[i % len(products)], "-w", str(workspace), "--json"]
@@ -122,17 +127,24 @@ def compare(baseline: Path, workspace: Path, workdir: Path, products: list[str],
             out = workdir / f"compare-{name}.parquet"
             env = {**os.environ, "PYTHONPATH": str(tree)}
             done = subprocess.run(
-                [sys.executable, "-c", BATCH, str(workspace), str(out)], check=True, capture_output=True, env=env
+                [sys.executable, "-c", BATCH, str(workspace), str(out), str(limit), str(workdir / "catalog.csv")],
+                check=True,
+                capture_output=True,
+                env=env,
             )
-            batch[name].append(float(done.stdout.split()[-1]))
+            wall, per_cpu = done.stdout.split()[-2:]
+            batch[name].append(float(wall))
+            cpu[name].append(float(per_cpu))
     out: dict[str, float] = {}
     for name in trees:
         out[f"compare_{name}_related_process_median_s"] = statistics.median(process[name])
         out[f"compare_{name}_batch_related_per_s"] = statistics.median(batch[name])
+        out[f"compare_{name}_batch_related_per_cpu_s"] = statistics.median(cpu[name])
         print(
             f"{name} ({trees[name]}): `related` process median {statistics.median(process[name]):.3f} s "
             f"({len(process[name])} runs); batch related --all median {statistics.median(batch[name]):,.0f}/s "
-            f"(runs: {', '.join(f'{v:,.0f}' for v in batch[name])})"
+            f"(runs: {', '.join(f'{v:,.0f}' for v in batch[name])}); per CPU second of the process (load-proof) "
+            f"median {statistics.median(cpu[name]):,.0f} (runs: {', '.join(f'{v:,.0f}' for v in cpu[name])})"
         )
     out["compare_process_ratio"] = out["compare_this_related_process_median_s"] / max(
         out["compare_baseline_related_process_median_s"], 1e-9
@@ -140,9 +152,13 @@ def compare(baseline: Path, workspace: Path, workdir: Path, products: list[str],
     out["compare_batch_ratio"] = out["compare_this_batch_related_per_s"] / max(
         out["compare_baseline_batch_related_per_s"], 1e-9
     )
+    out["compare_batch_cpu_ratio"] = statistics.median(cpu["this"]) / max(statistics.median(cpu["baseline"]), 1e-9)
+    pairs = sorted(a / b for a, b in zip(batch["this"], batch["baseline"], strict=True))
+    out["compare_batch_pair_ratio_median"] = statistics.median(pairs)
     print(
         f"this / baseline: `related` process time x{out['compare_process_ratio']:.2f}, "
-        f"batch related throughput x{out['compare_batch_ratio']:.2f}"
+        f"batch related throughput x{out['compare_batch_ratio']:.2f} "
+        f"(run by run: {', '.join(f'x{r:.2f}' for r in pairs)}), per CPU second x{out['compare_batch_cpu_ratio']:.2f}"
     )
     return out
 
@@ -153,6 +169,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--workdir", type=Path, default=None, help="Reuse this folder (its vector cache) across runs.")
     parser.add_argument("--baseline", type=Path, default=None, help="Code tree to compare `related` with (see above).")
+    parser.add_argument("--compare-products", type=int, default=0, help="Batch comparison on the first N products.")
     parser.add_argument(
         "--compare-only",
         action="store_true",
@@ -166,7 +183,7 @@ def main() -> None:
     workspace, products, users = build(workdir, args.products, reuse=args.compare_only)
     results: dict[str, object] = {"products": args.products, "command": " ".join(sys.argv)}
     if args.baseline is not None:
-        results.update(compare(args.baseline, workspace, workdir, products, args.runs))
+        results.update(compare(args.baseline, workspace, workdir, products, args.runs, args.compare_products))
         if args.compare_only:
             _write(results)
             return
