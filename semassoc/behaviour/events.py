@@ -372,19 +372,7 @@ def load_events(
     if isinstance(columns, Mapping):
         columns = EventColumns.from_mapping(columns)
     cols = (columns or EventColumns()).resolve(read.columns, source)
-    if cols.item is None:
-        raise InvalidInput(
-            f"{source}: no product id column (looked for product_id, item_id, StockCode, sku...); "
-            f"columns found: {read.columns}; name it with columns={{'item': ...}}"
-        )
-    if cols.basket is None and (cols.user is None or cols.timestamp is None):
-        missing = [name for name, col in (("user", cols.user), ("timestamp", cols.timestamp)) if col is None]
-        raise InvalidInput(
-            f"{source}: without a basket/order/session column, sessions are cut per user by time, which needs "
-            f"{' and '.join(missing)} column(s); columns found: {read.columns}"
-        )
-    if half_life is not None and cols.timestamp is None:
-        raise InvalidInput(f"{source}: time decay (half_life) needs a timestamp column; columns found: {read.columns}")
+    cols.check_usable(source, read.columns, time_decay=half_life is not None)
 
     checked = _validate(read, cols, strip_ids)
     if checked.bad.count and not read.exact_numbers:
