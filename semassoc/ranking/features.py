@@ -217,7 +217,6 @@ def build(
     via_blocks: list[np.ndarray] = []
     via_sim_blocks: list[np.ndarray] = []
     offsets = [0]
-    gathered = []
     for q, (t_codes, t_sims) in zip(queries.tolist(), text, strict=True):
         t_codes = np.asarray(t_codes, dtype=np.int64)
         t_sims = np.asarray(t_sims, dtype=np.float64)
@@ -228,44 +227,6 @@ def build(
         tr_codes, tr_values, via, via_sim = _transfer(view, q, t_codes, t_sims)
         tr_top, _ = _top(tr_codes, tr_values, view.ids, k)
         union = unique(np.concatenate([t_codes[:k], r_codes, b_top, tr_top, popular[popular != q]]))
-        gathered.append(
-            (
-                q,
-                t_codes,
-                t_sims,
-                r_codes,
-                b_codes,
-                b_assoc,
-                b_pair,
-                b_lift,
-                b_top,
-                tr_codes,
-                tr_values,
-                via,
-                via_sim,
-                tr_top,
-                union,
-            )
-        )
-    if view.load_attributes is not None and gathered:
-        view.load_attributes(unique(np.concatenate([queries, *(g[-1] for g in gathered)])))
-    for (
-        q,
-        t_codes,
-        t_sims,
-        r_codes,
-        b_codes,
-        b_assoc,
-        b_pair,
-        b_lift,
-        b_top,
-        tr_codes,
-        tr_values,
-        via,
-        via_sim,
-        tr_top,
-        union,
-    ) in gathered:
         n = union.shape[0]
         x = np.full((n, len(names)), np.nan)
         col = np.full(n, -1.0)
@@ -319,12 +280,16 @@ def build(
         x[:, column["candidate_recent"]] = view.recent(union).astype(np.float64)
         ranked = x[:, [column[c] for c in ("text_rank", "recent_rank", "behaviour_rank", "transfer_rank")]]
         x[:, column["signals"]] = (ranked < NOT_RANKED).sum(axis=1) + (x[:, column["popularity_rank"]] < NOT_RANKED)
-        _attributes(view, q, union, x, column)
         blocks.append(x)
         cand_blocks.append(union)
         via_blocks.append(row_via)
         via_sim_blocks.append(row_via_sim)
         offsets.append(offsets[-1] + n)
+    # Attributes last: loaded once for every query and candidate, then written into each query's rows.
+    if view.load_attributes is not None and cand_blocks:
+        view.load_attributes(unique(np.concatenate([queries, *cand_blocks])))
+    for q, union, x in zip(queries.tolist(), cand_blocks, blocks, strict=True):
+        _attributes(view, q, union, x, column)
     width = len(names)
     return Table(
         np.asarray(offsets, dtype=np.int64),
