@@ -276,14 +276,19 @@ def _header(path: Path, values: list[str] | None) -> list[str]:
     return header
 
 
+def _csv_header(path: Path, reader: Iterator[list[str]]) -> list[str]:
+    """The checked header: the first record of ``reader``."""
+    try:
+        return _header(path, next(reader, None))
+    except csv.Error as exc:
+        raise InvalidInput(f"{path}: row 1, field 'row': unreadable header: {exc}") from None
+
+
 def _exact_csv(path: Path, delimiter: str, quote_rows: bool = True) -> TableRead:
     source = str(path)
     with _open_text(path) as handle:
         reader = csv.reader(handle, delimiter=delimiter)
-        try:
-            header = _header(path, next(reader, None))
-        except csv.Error as exc:
-            raise InvalidInput(f"{path}: row 1, field 'row': unreadable header: {exc}") from None
+        header = _csv_header(path, reader)
         width = len(header)
         values: list[list[str]] = [[] for _ in header]
         numbers: list[int] = []
@@ -335,10 +340,7 @@ def _fast_csv(path: Path, delimiter: str, quote_rows: bool = True) -> TableRead 
 
     with _open_text(path) as handle:
         reader = csv.reader(handle, delimiter=delimiter)
-        try:
-            header = _header(path, next(reader, None))
-        except csv.Error as exc:
-            raise InvalidInput(f"{path}: row 1, field 'row': unreadable header: {exc}") from None
+        header = _csv_header(path, reader)
         if reader.line_num != 1:
             return None  # a header spanning lines: pyarrow's skip_rows counts lines, not records
     try:
