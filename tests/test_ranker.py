@@ -286,3 +286,59 @@ def test_recommend_without_the_model_is_the_profile_fusion(fitted: Path, tmp_pat
     assert [i.product_id for i in cold.items] == [
         i.product_id for i in api.recommend(history=two, workspace=fitted, k=5, ranker=False).items
     ]
+
+
+def test_ranked_text_search_without_an_exclusion_filter_gives_the_filtered_neighbours(
+    fitted: Path, tmp_path: Path
+) -> None:
+    """Ranked queries search the (exact, unindexed) store without Qdrant's exclusion filter, for as many more
+    neighbours as products are excluded, and drop those afterwards. Against searches with the filter, after the tie
+    rule: the same neighbours, also for a query with more exact duplicates than the search returns (so it may be
+    missing from its own hits) and under attribute filters and exclusions; never the query itself."""
+    from semassoc.ranking.engine import _by_score
+    from semassoc.ranking.serve import cut_ties
+
+    rows = list(csv.DictReader((EXAMPLES / "catalog.csv").open()))
+    query = _queries(fitted)[0]
+    original = next(r for r in rows if r["product_id"] == query)
+    dups = [f"DUP{i}" for i in range(8)]
+    catalog = tmp_path / "catalog.csv"
+    with catalog.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows + [{**original, "product_id": d, "group": d} for d in dups])
+    ws_path = tmp_path / "ws"
+    shutil.copytree(fitted, ws_path)
+    api.index_catalog(catalog, workspace=ws_path, encoder=HashingEncoder(64))
+    queries = [query, *dups[:4], *_queries(fitted)[1:12]]
+    with Workspace.open(ws_path) as ws:
+        engine = RelatedEngine(ws)
+        store = ws.store
+        assert store.exact_by_default()  # no HNSW index: every search is a full scan
+        vectors = engine.vectors(queries)
+        stacked = np.stack([vectors[p] for p in queries])
+        # the duplicates tie with the query at cosine 1: a search for 4 returns 4 of the 9, not always the query
+        unfiltered = store.search_ids_batch(stacked[:5], limit=4, filters=[None] * 5)
+        assert any(p not in ids for p, (ids, _) in zip(queries[:5], unfiltered, strict=True))
+        for base in (
+            ProductFilter(),
+            ProductFilter(max_price=2.0),
+            ProductFilter(exclude=(dups[5], query, *_queries(fitted)[12:15])),
+            ProductFilter(min_price=0.5, exclude=(dups[6],)),
+        ):
+            for limit in (3, 8, 60):
+                got = [cut_ties(*row, limit) for row in engine._nearest_ids(queries, vectors, base, limit)]
+                filtered = store.search_ids_batch(
+                    stacked, limit=limit, filters=[base.with_excluded([p]) for p in queries]
+                )
+                expected = [cut_ties(*_by_score(*row, limit), limit) for row in filtered]
+                assert got == expected, (base, limit)
+                payloads = engine.payloads([i for ids, _ in got for i in ids])
+                for pid, (ids, _) in zip(queries, got, strict=True):
+                    assert pid not in ids and not set(base.exclude) & set(ids)
+                    assert all(base.matches(payloads[i]) for i in ids)
+                if limit == 60 and base == ProductFilter():
+                    assert set(dups[:7]) <= set(got[0][0])  # duplicates of the query are its nearest neighbours
+        lists = engine.related_batch(queries[:5], k=10)
+        assert all(p not in {i.product_id for i in row} for p, row in zip(queries[:5], lists, strict=True))
+        assert all("ranker" in i.signals for row in lists for i in row)

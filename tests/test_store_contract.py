@@ -117,6 +117,17 @@ def test_batch_search_without_payloads_returns_the_same_hits_with_ids_only(store
     assert any(len(h.payload) > 1 for r in full for h in r)
 
 
+def test_id_search_returns_the_hits_ids_and_cosines(store):
+    ids, vectors, payloads = _data()
+    store.upsert(ids, vectors, payloads)
+    filters = [None, ProductFilter(categories=("b",)), ProductFilter(exclude=("p2",))]
+    full = store.search_batch(vectors[:3], limit=8, filters=filters)
+    rows = store.search_ids_batch(vectors[:3], limit=8, filters=filters)
+    assert [names for names, _ in rows] == [[h.product_id for h in r] for r in full]
+    assert [s for _, sims in rows for s in sims] == pytest.approx([h.score for r in full for h in r], abs=1e-6)
+    assert store.search_ids_batch(vectors[:1], limit=3, filters=[None])[0][0][0] == ids[0]
+
+
 def test_payload_update_delete_iterate_and_drop(store):
     ids, vectors, payloads = _data(10)
     store.upsert(ids, vectors, payloads)

@@ -18,20 +18,22 @@ from semassoc.ranking import features as F
 from semassoc.ranking.features import DATE_COLUMNS, parse_date
 from semassoc.ranking.ranker import Ranker
 from semassoc.results import ScoredItem, public_attributes
-from semassoc.store.base import Hit, ProductFilter
+from semassoc.store.base import ProductFilter
 
 if TYPE_CHECKING:
     from semassoc.behaviour.stats import BehaviourStats
     from semassoc.ranking.engine import RelatedEngine
 
 
-def cut_ties(hits: list[Hit], limit: int) -> list[Hit]:
-    """A full list of nearest products without the ones tied with its last: which of several equally similar
-    products a store returns at its limit depends on the order they were stored in, and the lists must not."""
-    if len(hits) < limit or not hits:
-        return hits
-    last = hits[-1].score
-    return [h for h in hits if h.score != last]
+def cut_ties(ids: list[str], sims: list[float], limit: int) -> tuple[list[str], list[float]]:
+    """A full list of nearest products (best first) without the ones tied with its last: which of several equally
+    similar products a store returns at its limit depends on the order they were stored in, and the lists must
+    not."""
+    if len(ids) < limit or not ids:
+        return ids, sims
+    last = sims[-1]
+    keep = [i for i, s in enumerate(sims) if s != last]
+    return [ids[i] for i in keep], [sims[i] for i in keep]
 
 
 class Server:
@@ -125,16 +127,16 @@ class Server:
     def ranked(
         self,
         product_ids: Sequence[str],
-        text_rows: dict[str, list[Hit]],
+        text_rows: dict[str, tuple[list[str], list[float]]],
         k: int,
         base: ProductFilter,
         collapse: str | None,
         limit: int,
     ) -> list[list[ScoredItem]]:
         """Ranked lists for ``product_ids`` (each must have a model for its group); ``text_rows`` are the text
-        searches, ``limit`` their length."""
+        searches (ids and cosines, best first, ties by id), ``limit`` their length."""
         n = self.ids.shape[0]
-        wanted = set(product_ids) | {h.product_id for hits in text_rows.values() for h in hits}
+        wanted = set(product_ids).union(*(ids for ids, _ in text_rows.values()))
         wanted_arr = np.asarray(sorted(wanted), dtype=str)
         pos = np.minimum(np.searchsorted(self.ids, wanted_arr), max(n - 1, 0))
         known = (self.ids[pos] == wanted_arr) if n else np.zeros(wanted_arr.shape[0], bool)
@@ -169,13 +171,8 @@ class Server:
         queries = np.array([code_of[p] for p in product_ids], dtype=np.int64)
         text = []
         for pid in product_ids:
-            hits = cut_ties(sorted(text_rows.get(pid, []), key=lambda h: (-h.score, h.product_id)), limit)
-            text.append(
-                (
-                    np.array([code_of[h.product_id] for h in hits], dtype=np.int64),
-                    np.array([h.score for h in hits], dtype=np.float64),
-                )
-            )
+            names, sims = cut_ties(*text_rows.get(pid, ([], [])), limit)
+            text.append((np.array([code_of[n] for n in names], dtype=np.int64), np.array(sims, dtype=np.float64)))
         table = F.build(view, queries, text, k=self.ranker.candidates, names=self.ranker.features)
         scores = np.zeros(table.candidates.shape[0])
         groups = [self.ranker.group_of(int(counts[q])) for q in queries.tolist()]

@@ -52,6 +52,10 @@ class ProductFilter:
         if self.min_price is not None and self.max_price is not None and self.min_price > self.max_price:
             raise InvalidInput(f"--min-price {self.min_price:g} is above --max-price {self.max_price:g}")
 
+    def without_exclusions(self) -> ProductFilter:
+        """The same conditions on attributes, excluding no product."""
+        return ProductFilter(self.categories, self.brands, self.min_price, self.max_price, self.in_stock)
+
     def with_excluded(self, product_ids: Sequence[str]) -> ProductFilter:
         """The same filter also excluding ``product_ids``."""
         merged = tuple(dict.fromkeys((*self.exclude, *product_ids)))
@@ -133,6 +137,20 @@ class VectorStore(Protocol):
     ) -> list[list[Hit]]:
         """One :meth:`search` per row of ``vectors``, planned together. ``payloads=False``: each hit's payload holds
         only its ``product_id`` (same hits and scores; for callers that look payloads up themselves)."""
+        ...
+
+    def search_ids_batch(
+        self, vectors: np.ndarray, *, limit: int, filters: Sequence[ProductFilter | None], exact: bool = False
+    ) -> list[tuple[list[str], list[float]]]:
+        """:meth:`search_batch` reduced to each row's product ids and cosines, best first (no payloads, no
+        :class:`Hit` objects: what serving's text searches need)."""
+        ...
+
+    def exact_by_default(self) -> bool:
+        """Whether every search is exact even without ``exact=True`` (no approximate index built: each search scans
+        every vector). Then the nearest ``limit + n`` products under a filter, less ``n`` products dropped
+        afterwards, are the nearest ``limit`` under the filter excluding them (up to which of the products tied at
+        the limit are kept)."""
         ...
 
     def iter_payloads(self, keys: Sequence[str] | None = None, batch: int = 2048) -> Iterator[dict[str, Any]]:

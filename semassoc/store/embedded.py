@@ -6,6 +6,7 @@ All calls to that 0.x API live in this module.
 from __future__ import annotations
 
 import math
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -59,6 +60,8 @@ class EmbeddedStore:
         self._dim = dim
         self._dirty = False
         self._create_allowed = create
+        self._exact: bool | None = None  # whether searches are full scans (no HNSW index); None: not looked up
+        self._names: dict[int, str] = {}  # point id (an integer) -> product id (a uuid5 of it: never stale)
         if (self.path / "edge_config.json").exists():
             self._shard = self._open(lambda: qe.EdgeShard.load(str(self.path)))
             params = self._shard_dim()
@@ -123,6 +126,7 @@ class EmbeddedStore:
                 schema = kinds[kind]
             self._shard.update(qe.UpdateOperation.create_field_index(name, schema))
         self._dirty = True
+        self._exact = None
         self._dim = dim
 
     def dim(self) -> int | None:
@@ -156,6 +160,7 @@ class EmbeddedStore:
         with self._guard():
             shard.update(self._qe.UpdateOperation.upsert_points(points))
         self._dirty = True
+        self._exact = None
 
     def set_payloads(self, product_ids: Sequence[str], payloads: Sequence[dict[str, Any]]) -> None:
         shard = self._require()
@@ -163,12 +168,14 @@ class EmbeddedStore:
             for pid, payload in zip(product_ids, payloads, strict=True):
                 shard.update(self._qe.UpdateOperation.overwrite_payload([point_id(pid)], _to_edge(payload)))
         self._dirty = True
+        self._exact = None
 
     def delete(self, product_ids: Sequence[str]) -> None:
         if self._shard is not None and len(product_ids):
             with self._guard():
                 self._shard.update(self._qe.UpdateOperation.delete_points([point_id(p) for p in product_ids]))
             self._dirty = True
+            self._exact = None
 
     def retrieve(self, product_ids: Sequence[str], *, with_vectors: bool = False) -> dict[str, StoredProduct]:
         if self._shard is None or not len(product_ids):
@@ -218,7 +225,7 @@ class EmbeddedStore:
         return qe.QueryRequest(
             limit=limit,
             query=qe.Query.Nearest(np.asarray(vector, dtype=np.float32).tolist(), using=VECTOR_NAME),
-            with_payload=True if payloads else ["product_id"],
+            with_payload=bool(payloads),
             filter=self._filter(filter),
             params=qe.SearchParams(exact=True) if exact else None,
         )
@@ -241,22 +248,57 @@ class EmbeddedStore:
         exact: bool = False,
         payloads: bool = True,
     ) -> list[list[Hit]]:
+        if not payloads:
+            rows = self.search_ids_batch(vectors, limit=limit, filters=filters, exact=exact)
+            return [[Hit(n, s, {"product_id": n}) for n, s in zip(*row, strict=True)] for row in rows]
         if self._shard is None:
             return [[] for _ in range(len(vectors))]
-        requests = [self._request(v, limit, f, exact, payloads) for v, f in zip(vectors, filters, strict=True)]
+        requests = [self._request(v, limit, f, exact) for v, f in zip(vectors, filters, strict=True)]
         with self._guard():
             results = self._shard.query_batch(self._qe.QueryBatchRequest(requests))
-            if payloads:
-                return [[self._hit(p) for p in points] for points in results]
-            return [[self._id_hit(p) for p in points] for points in results]
+            return [[self._hit(p) for p in points] for points in results]
 
-    def _id_hit(self, point: Any) -> Hit:
-        """:meth:`_hit` of a point returned with only its ``product_id`` (no bookkeeping keys to strip)."""
-        payload = point.payload
-        score = float(point.score)
-        if not abs(score) <= 1.001:  # cosine lies in [-1, 1] (and NaN fails too)
-            raise self.damaged(f"a search returned the impossible cosine {score:.3g} for {payload['product_id']!r}")
-        return Hit(payload["product_id"], score, payload)
+    def search_ids_batch(
+        self, vectors: np.ndarray, *, limit: int, filters: Sequence[ProductFilter | None], exact: bool = False
+    ) -> list[tuple[list[str], list[float]]]:
+        if self._shard is None:
+            return [([], []) for _ in range(len(vectors))]
+        requests = [self._request(v, limit, f, exact, False) for v, f in zip(vectors, filters, strict=True)]
+        with self._guard():
+            results = self._shard.query_batch(self._qe.QueryBatchRequest(requests))
+            return self._id_rows(results)
+
+    def _id_rows(self, results: list[Any]) -> list[tuple[list[str], list[float]]]:
+        """(product ids, cosines) of points searched without payload: point ids turned into product ids through a
+        map kept by the store (the ids it has not seen looked up in one call); reading a payload per hit cost more
+        than the search. Keyed by the id's integer (hashing ``uuid.UUID`` objects runs Python code)."""
+        rows = [[(p.id.int, p.score) for p in points] for points in results]
+        names = self._names
+        unknown = {i for row in rows for i, _ in row} - names.keys()
+        if unknown:
+            records = self._shard.retrieve(
+                [uuid.UUID(int=i) for i in unknown], with_payload=["product_id"], with_vector=False
+            )
+            names.update((r.id.int, r.payload["product_id"]) for r in records)
+        out: list[tuple[list[Any], list[float]]] = []
+        for row in rows:
+            ids = [names.get(i) for i, _ in row]
+            scores = [s for _, s in row]
+            if None in ids or not (np.abs(np.asarray(scores)) <= 1.001).all():  # cosine lies in [-1, 1]; NaN fails
+                j = next(j for j, s in enumerate(scores) if ids[j] is None or not abs(s) <= 1.001)
+                point = uuid.UUID(int=row[j][0])
+                raise self.damaged(f"a search returned the point {point} with cosine {scores[j]:.3g}")
+            out.append((ids, scores))
+        return out
+
+    def exact_by_default(self) -> bool:
+        """True while no HNSW index is built (``index --optimize``): Qdrant then scans every vector."""
+        if self._exact is None:
+            if self._shard is None:
+                return True
+            with self._guard():
+                self._exact = int(self._shard.info().indexed_vectors_count) == 0
+        return self._exact
 
     def _hit(self, point: Any) -> Hit:
         hit = _edge_hit(point)
@@ -320,6 +362,7 @@ class EmbeddedStore:
 
     def optimize(self) -> bool:
         self._dirty = self._shard is not None
+        self._exact = None
         if self._shard is None:
             return False
         with self._guard():

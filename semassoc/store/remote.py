@@ -183,6 +183,16 @@ class RemoteStore:
         responses = self._client.query_batch_points(self.collection, requests=requests)
         return [[Hit(p.payload["product_id"], float(p.score), p.payload) for p in r.points] for r in responses]
 
+    def search_ids_batch(
+        self, vectors: np.ndarray, *, limit: int, filters: Sequence[ProductFilter | None], exact: bool = False
+    ) -> list[tuple[list[str], list[float]]]:
+        rows = self.search_batch(vectors, limit=limit, filters=filters, exact=exact, payloads=False)
+        return [([h.product_id for h in row], [h.score for h in row]) for row in rows]
+
+    def exact_by_default(self) -> bool:
+        """False: a server builds its HNSW index on its own schedule, so a search may turn approximate at any time."""
+        return False
+
     def iter_payloads(self, keys: Sequence[str] | None = None, batch: int = 2048) -> Iterator[dict[str, Any]]:
         if self._dim is None:
             return
