@@ -232,7 +232,7 @@ def build(
         col = np.full(n, -1.0)
         _place(union, t_codes[:k], t_sims[:k], col)
         # text of candidates found beyond the first k (recent ones) is known too
-        in_list = np.isin(t_codes, union)
+        in_list = union[np.minimum(np.searchsorted(union, t_codes), n - 1)] == t_codes if n else t_codes < 0
         _place(union, t_codes[in_list], t_sims[in_list], col)
         x[:, column["text_sim"]] = col
         for name, codes in (("text_rank", t_codes[:k]), ("recent_rank", r_codes), ("behaviour_rank", b_top)):
@@ -306,9 +306,8 @@ def _transfer(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Borrowed behaviour: ``sum_w sim(q,w) * assoc(w,c) / max assoc(w,.)`` over q's nearest text neighbours w with
     behaviour, divided by ``sum_w sim(q,w)``; sorted codes, values, and per code the donor with the largest share."""
-    donors = [
-        (int(w), float(s)) for w, s in zip(t_codes.tolist(), t_sims.tolist(), strict=True) if s > 0 and view.counts[w]
-    ][:DONORS]
+    pick = np.flatnonzero((t_sims > 0) & (view.counts[t_codes] != 0))[:DONORS]
+    donors = list(zip(t_codes[pick].tolist(), t_sims[pick].tolist(), strict=True))
     total = sum(s for _, s in donors)
     empty = np.zeros(0, np.int64)
     if total <= 0:

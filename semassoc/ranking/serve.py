@@ -36,6 +36,16 @@ def cut_ties(ids: list[str], sims: list[float], limit: int) -> tuple[list[str], 
     return [ids[i] for i in keep], [sims[i] for i in keep]
 
 
+#: (signal, its rank feature) in the order that breaks ties when explaining a row (the first of equals wins).
+RANK_FEATURES = (
+    ("behaviour", "behaviour_rank"),
+    ("transfer", "transfer_rank"),
+    ("recent", "recent_rank"),
+    ("text", "text_rank"),
+    ("popularity", "popularity_rank"),
+)
+
+
 class Server:
     """Per-engine state for ranked ``related`` lists."""
 
@@ -63,6 +73,7 @@ class Server:
         self.absent: set[str] = set()
         self.attribute_cache: dict[str, tuple[float, int, int, int]] = {}
         self.public: dict[str, dict[str, Any]] = {}
+        self.columns: dict[tuple[str, ...], dict[str, int]] = {}
         base = self._view(self.ids, self.counts, self.first_seen)
         self.popular = base.popular(ranker.candidates)
 
@@ -192,24 +203,32 @@ class Server:
             head.update(str(p) for p in ids[cands[order[: max(4 * k, 32)]]].tolist())
         self._fetch(sorted(head))  # one store call for the heads of every list (the rest when filters reach further)
         out = []
+        block = max(4 * k, 32)
         for i, pid in enumerate(product_ids):
             lo, hi = int(table.offsets[i]), int(table.offsets[i + 1])
             cands = table.candidates[lo:hi]
-            order = orders[i]
-            names = ids[cands[order]].tolist()
-            row_of = dict(zip(names, (lo + order).tolist(), strict=True))
-            ranked = list(zip(names, scores[lo + order].tolist(), strict=True))
             flt = base.with_excluded([pid])
-            payloads: dict[str, Any] = {}
-            for name in names:  # every payload known so far (None: not in the catalog, skipped without a look-up)
-                if name in self.payloads:
-                    payloads[name] = self.payloads[name]
-                elif name in self.absent:
-                    payloads[name] = None
-            known = len(payloads)
-            kept = self.engine._admissible(ranked, payloads, flt, collapse, pid, k)
-            if len(payloads) > known:  # looked up further down this list: keep them for the next lists
-                self.payloads.update((n, v) for n, v in payloads.items() if v is not None)
+            # the head of the ranking first: filters and products missing from the catalog rarely reach further
+            # (the walk down a list gives the same first k from any prefix that holds them)
+            cap = 2 * block + len(flt.exclude)
+            while True:
+                order = orders[i][:cap]
+                names = ids[cands[order]].tolist()
+                ranked = list(zip(names, scores[lo + order].tolist(), strict=True))
+                payloads: dict[str, Any] = {}
+                for name in names:  # every payload known so far (None: not in the catalog, skipped without a look-up)
+                    if name in self.payloads:
+                        payloads[name] = self.payloads[name]
+                    elif name in self.absent:
+                        payloads[name] = None
+                known = len(payloads)
+                kept = self.engine._admissible(ranked, payloads, flt, collapse, pid, k)
+                if len(payloads) > known:  # looked up further down this list: keep them for the next lists
+                    self.payloads.update((n, v) for n, v in payloads.items() if v is not None)
+                if len(kept) == k or cap >= hi - lo:
+                    break
+                cap = hi - lo
+            row_of = dict(zip(names, (lo + order).tolist(), strict=True))
             evidence = float(counts[queries[i]])
             out.append(
                 [
@@ -229,10 +248,11 @@ class Server:
         payload: dict[str, Any] | None,
         evidence: float,
     ) -> ScoredItem:
-        values = dict(zip(table.names, table.features[row].tolist(), strict=True))
+        column = self._columns(table.names)
+        values = table.features[row].tolist()
 
         def value(name: str) -> float:
-            return float(values[name])
+            return float(values[column[name]])
 
         sim = max(value("text_sim"), 0.0)
         signals = {
@@ -243,14 +263,11 @@ class Server:
             "evidence": evidence,
             "ranker": score,
         }
-        ranks = [
-            ("behaviour", value("behaviour_rank")),
-            ("transfer", value("transfer_rank")),
-            ("recent", value("recent_rank")),
-            ("text", value("text_rank")),
-            ("popularity", value("popularity_rank")),
-        ]
-        strongest = min(ranks, key=lambda kv: kv[1])[0] if min(r for _, r in ranks) < F.NOT_RANKED else "text"
+        strongest, best = "text", F.NOT_RANKED  # the signal ranking it highest (the first of equals), else text
+        for name, feature in RANK_FEATURES:
+            rank = values[column[feature]]
+            if rank < best:
+                strongest, best = name, rank
         if strongest == "behaviour" and value("pair_count") > 0:
             reason = f"bought together in {value('pair_count'):.0f} baskets (lift {value('pair_lift'):.1f})"
         elif strongest == "transfer" and int(table.via[row]) >= 0:
@@ -272,6 +289,13 @@ class Server:
             explanation=reason,
             attributes=self._public(item, payload),
         )
+
+    def _columns(self, names: tuple[str, ...]) -> dict[str, int]:
+        """Column of each feature name (one lookup table per feature list)."""
+        cached = self.columns.get(names)
+        if cached is None:
+            cached = self.columns[names] = {name: i for i, name in enumerate(names)}
+        return cached
 
     def _public(self, item: str, payload: dict[str, Any] | None) -> dict[str, Any]:
         cached = self.public.get(item)
