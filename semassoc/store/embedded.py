@@ -272,23 +272,26 @@ class EmbeddedStore:
         """(product ids, cosines) of points searched without payload: point ids turned into product ids through a
         map kept by the store (the ids it has not seen looked up in one call); reading a payload per hit cost more
         than the search. Keyed by the id's integer (hashing ``uuid.UUID`` objects runs Python code)."""
-        rows = [[(p.id.int, p.score) for p in points] for points in results]
         names = self._names
-        unknown = {i for row in rows for i, _ in row} - names.keys()
-        if unknown:
-            records = self._shard.retrieve(
-                [uuid.UUID(int=i) for i in unknown], with_payload=["product_id"], with_vector=False
-            )
+        keys = [[p.id.int for p in points] for points in results]
+        ids = [[names.get(i) for i in row] for row in keys]
+        missing = [j for j, row in enumerate(ids) if None in row]
+        if missing:  # ids not seen yet: looked up in one call, then remembered
+            unknown = {i for j in missing for i, name in zip(keys[j], ids[j], strict=True) if name is None}
+            points = [uuid.UUID(int=i) for i in unknown]
+            records = self._shard.retrieve(points, with_payload=["product_id"], with_vector=False)
             names.update((r.id.int, r.payload["product_id"]) for r in records)
+            for j in missing:
+                ids[j] = [names.get(i) for i in keys[j]]
         out: list[tuple[list[Any], list[float]]] = []
-        for row in rows:
-            ids = [names.get(i) for i, _ in row]
-            scores = [s for _, s in row]
-            if None in ids or not (np.abs(np.asarray(scores)) <= 1.001).all():  # cosine lies in [-1, 1]; NaN fails
-                j = next(j for j, s in enumerate(scores) if ids[j] is None or not abs(s) <= 1.001)
-                point = uuid.UUID(int=row[j][0])
-                raise self.damaged(f"a search returned the point {point} with cosine {scores[j]:.3g}")
-            out.append((ids, scores))
+        for row_keys, row_ids, points in zip(keys, ids, results, strict=True):
+            scores = [p.score for p in points]
+            if None in row_ids or not (np.abs(np.asarray(scores)) <= 1.001).all():  # cosine in [-1, 1]; NaN fails
+                j = next(j for j, s in enumerate(scores) if row_ids[j] is None or not abs(s) <= 1.001)
+                raise self.damaged(
+                    f"a search returned the point {uuid.UUID(int=row_keys[j])} with cosine {scores[j]:.3g}"
+                )
+            out.append((row_ids, scores))
         return out
 
     def exact_by_default(self) -> bool:
