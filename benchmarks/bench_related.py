@@ -11,7 +11,9 @@ benchmarks/out/bench_related.json.
 
 ``--baseline SRC`` (a checkout of the code to compare with, e.g. ``git worktree add /tmp/before COMMIT``) also
 measures `related` with the ranker under that code and under this one, interleaved run by run on the same workspace
-(whole process and ``batch related --all``), and prints this code's figures as ratios of the baseline's.
+(whole process, wall and CPU; ``batch related --all``; ``batch recommend --all``), and prints this code's figures as
+ratios of the baseline's. Measured processes start in an empty directory with PYTHONPATH set to their tree (started
+inside a checkout, ``python -m`` would import that checkout instead), and each batch run reports which tree it imported.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import argparse
 import csv
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -84,14 +87,30 @@ def _sample(workspace: Path, ids: list[str]) -> tuple[Path, list[str], list[str]
     return workspace, warm or ids[:50], users
 
 
+def _neutral_dir() -> str:
+    """An empty directory to start measured processes in: ``python -m``/``-c`` put the current directory first on
+    ``sys.path``, so a process started inside a checkout imports that checkout's code, whatever PYTHONPATH says."""
+    global _NEUTRAL
+    if _NEUTRAL is None:
+        _NEUTRAL = tempfile.mkdtemp(prefix="bench-related-cwd-")
+    return _NEUTRAL
+
+
+_NEUTRAL: str | None = None
+
+
+def _env(source: Path | None) -> dict[str, str]:
+    """The environment of a measured process: the code tree ``source`` (default this one) first on the path."""
+    return {**os.environ, "PYTHONPATH": str((source or REPO).resolve())}
+
+
 def whole_process(args: list[str], runs: int, source: Path | None = None) -> list[float]:
     """Wall times of whole CLI processes (``source``: the code tree to run, default this one)."""
-    env = {**os.environ, "PYTHONPATH": str(source)} if source is not None else None
     times = []
     for i in range(runs):
         command = [sys.executable, "-m", "semassoc.cli.app", *[a.format(i=i) for a in args]]
         start = time.perf_counter()
-        subprocess.run(command, check=True, capture_output=True, env=env)
+        subprocess.run(command, check=True, capture_output=True, env=_env(source), cwd=_neutral_dir())
         times.append(time.perf_counter() - start)
     return times
 
@@ -99,67 +118,113 @@ def whole_process(args: list[str], runs: int, source: Path | None = None) -> lis
 BATCH = """
 import csv, resource, sys, shutil
 from pathlib import Path
+import semassoc
 from semassoc import api
-out, limit = Path(sys.argv[2]), int(sys.argv[3])
-ids = [row["product_id"] for row in csv.DictReader(open(sys.argv[4]))][:limit] if limit else None
-report = api.batch_related(out, workspace=sys.argv[1], products=ids, all_products=ids is None)
+task, out, limit = sys.argv[2], Path(sys.argv[3]), int(sys.argv[4])
+ids = [row["product_id"] for row in csv.DictReader(open(sys.argv[5]))][:limit] if limit else None
+if task == "related":
+    report = api.batch_related(out, workspace=sys.argv[1], products=ids, all_products=ids is None)
+else:
+    report = api.batch_recommend(out, workspace=sys.argv[1], all_users=True)
 shutil.rmtree(out.with_name(out.name + ".parts"), ignore_errors=True)
 out.unlink()
 used = resource.getrusage(resource.RUSAGE_SELF)
-print(report.per_second, report.queries / (used.ru_utime + used.ru_stime))
+print(Path(semassoc.__file__).resolve().parents[1], report.per_second, report.queries / (used.ru_utime + used.ru_stime))
 """
+
+
+def _joined(values: list[float]) -> str:
+    return ", ".join(f"{v:,.0f}" for v in values)
+
+
+def _children_cpu() -> float:
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
 
 
 def compare(
     baseline: Path, workspace: Path, workdir: Path, products: list[str], runs: int, limit: int = 0
 ) -> dict[str, float]:
-    """`related` with the ranker under ``baseline``'s code and this one's, interleaved (see the module)."""
-    trees = {"baseline": baseline.resolve(), "this": REPO}
+    """`related` with the ranker (and batch `recommend`) under ``baseline``'s code and this one's, interleaved (see
+    the module). Each measured process is checked to have imported the tree it stands for."""
+    trees = {"baseline": baseline.resolve(), "this": REPO.resolve()}
     process: dict[str, list[float]] = {name: [] for name in trees}
-    batch: dict[str, list[float]] = {name: [] for name in trees}
-    cpu: dict[str, list[float]] = {name: [] for name in trees}  # products per CPU second of the whole process
+    process_cpu: dict[str, list[float]] = {name: [] for name in trees}
+    batch: dict[str, dict[str, list[float]]] = {task: {name: [] for name in trees} for task in ("related", "recommend")}
+    cpu: dict[str, dict[str, list[float]]] = {task: {name: [] for name in trees} for task in ("related", "recommend")}
     for i in range(runs):
         for name, tree in trees.items():
             argv = ["related", products[i % len(products)], "-w", str(workspace), "--json"]
+            before = _children_cpu()
             process[name] += whole_process(argv, 1, tree)
+            process_cpu[name].append(_children_cpu() - before)
     for _ in range(max(3, runs // 3)):
-        for name, tree in trees.items():
-            out = workdir / f"compare-{name}.parquet"
-            env = {**os.environ, "PYTHONPATH": str(tree)}
-            done = subprocess.run(
-                [sys.executable, "-c", BATCH, str(workspace), str(out), str(limit), str(workdir / "catalog.csv")],
-                check=True,
-                capture_output=True,
-                env=env,
-            )
-            wall, per_cpu = done.stdout.split()[-2:]
-            batch[name].append(float(wall))
-            cpu[name].append(float(per_cpu))
+        for task in ("related", "recommend"):
+            for name, tree in trees.items():
+                out = workdir / f"compare-{name}.parquet"
+                done = subprocess.run(
+                    [
+                        sys.executable,
+                        "-c",
+                        BATCH,
+                        str(workspace),
+                        task,
+                        str(out),
+                        str(limit),
+                        str(workdir / "catalog.csv"),
+                    ],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                    env=_env(tree),
+                    cwd=_neutral_dir(),
+                )
+                imported, wall, per_cpu = done.stdout.split()[-3:]
+                if Path(imported) != tree:
+                    sys.exit(f"the {name} run imported semassoc from {imported}, not {tree}")
+                batch[task][name].append(float(wall))
+                cpu[task][name].append(float(per_cpu))
     out: dict[str, float] = {}
     for name in trees:
         out[f"compare_{name}_related_process_median_s"] = statistics.median(process[name])
-        out[f"compare_{name}_batch_related_per_s"] = statistics.median(batch[name])
-        out[f"compare_{name}_batch_related_per_cpu_s"] = statistics.median(cpu[name])
+        out[f"compare_{name}_related_process_cpu_median_s"] = statistics.median(process_cpu[name])
         print(
-            f"{name} ({trees[name]}): `related` process median {statistics.median(process[name]):.3f} s "
-            f"({len(process[name])} runs); batch related --all median {statistics.median(batch[name]):,.0f}/s "
-            f"(runs: {', '.join(f'{v:,.0f}' for v in batch[name])}); per CPU second of the process (load-proof) "
-            f"median {statistics.median(cpu[name]):,.0f} (runs: {', '.join(f'{v:,.0f}' for v in cpu[name])})"
+            f"{name} ({trees[name]}): `related` process median {statistics.median(process[name]):.3f} s wall, "
+            f"{statistics.median(process_cpu[name]):.3f} s CPU ({len(process[name])} runs)"
         )
+        for task, unit in (("related", "products"), ("recommend", "users")):
+            out[f"compare_{name}_batch_{task}_per_s"] = statistics.median(batch[task][name])
+            out[f"compare_{name}_batch_{task}_per_cpu_s"] = statistics.median(cpu[task][name])
+            print(
+                f"    batch {task} --all median {statistics.median(batch[task][name]):,.0f} {unit}/s (runs: "
+                f"{_joined(batch[task][name])}); per CPU second of the process (load-proof) "
+                f"median {statistics.median(cpu[task][name]):,.0f} (runs: {_joined(cpu[task][name])})"
+            )
     out["compare_process_ratio"] = out["compare_this_related_process_median_s"] / max(
         out["compare_baseline_related_process_median_s"], 1e-9
     )
-    out["compare_batch_ratio"] = out["compare_this_batch_related_per_s"] / max(
-        out["compare_baseline_batch_related_per_s"], 1e-9
+    out["compare_process_cpu_ratio"] = out["compare_this_related_process_cpu_median_s"] / max(
+        out["compare_baseline_related_process_cpu_median_s"], 1e-9
     )
-    out["compare_batch_cpu_ratio"] = statistics.median(cpu["this"]) / max(statistics.median(cpu["baseline"]), 1e-9)
-    pairs = sorted(a / b for a, b in zip(batch["this"], batch["baseline"], strict=True))
-    out["compare_batch_pair_ratio_median"] = statistics.median(pairs)
-    print(
-        f"this / baseline: `related` process time x{out['compare_process_ratio']:.2f}, "
-        f"batch related throughput x{out['compare_batch_ratio']:.2f} "
-        f"(run by run: {', '.join(f'x{r:.2f}' for r in pairs)}), per CPU second x{out['compare_batch_cpu_ratio']:.2f}"
+    line = (
+        f"this / baseline: `related` process time x{out['compare_process_ratio']:.2f} wall, "
+        f"x{out['compare_process_cpu_ratio']:.2f} CPU"
     )
+    for task in ("related", "recommend"):
+        out[f"compare_batch_{task}_ratio"] = out[f"compare_this_batch_{task}_per_s"] / max(
+            out[f"compare_baseline_batch_{task}_per_s"], 1e-9
+        )
+        out[f"compare_batch_{task}_cpu_ratio"] = statistics.median(cpu[task]["this"]) / max(
+            statistics.median(cpu[task]["baseline"]), 1e-9
+        )
+        pairs = sorted(a / b for a, b in zip(batch[task]["this"], batch[task]["baseline"], strict=True))
+        out[f"compare_batch_{task}_pair_ratio_median"] = statistics.median(pairs)
+        line += (
+            f"; batch {task} throughput x{out[f'compare_batch_{task}_ratio']:.2f} "
+            f"(run by run: {', '.join(f'x{r:.2f}' for r in pairs)}), "
+            f"per CPU second x{out[f'compare_batch_{task}_cpu_ratio']:.2f}"
+        )
+    print(line)
     return out
 
 
