@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +40,31 @@ class ScoredItem:
             "explanation": self.explanation,
             "attributes": self.attributes,
         }
+
+
+class DeferredItem:
+    """A row of a list whose :class:`ScoredItem` (title, signals, explanation, attributes) is built only when asked
+    for: ``recommend`` ranks many related rows and shows a few."""
+
+    __slots__ = ("_built", "_make", "product_id", "score")
+
+    def __init__(self, product_id: str, score: float, make: Callable[[], ScoredItem]) -> None:
+        self.product_id = product_id
+        self.score = score
+        self._make = make
+        self._built: ScoredItem | None = None
+
+    @classmethod
+    def of(cls, item: ScoredItem) -> DeferredItem:
+        """An item already built."""
+        deferred = cls(item.product_id, item.score, lambda: item)
+        deferred._built = item
+        return deferred
+
+    def item(self) -> ScoredItem:
+        if self._built is None:
+            self._built = self._make()
+        return self._built
 
 
 def public_attributes(payload: dict[str, Any]) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from semassoc.ranking.fusion import (
 )
 from semassoc.ranking.recommend import recommend as recommend_user
 from semassoc.ranking.variants import variant_group
-from semassoc.results import ScoredItem, public_attributes
+from semassoc.results import DeferredItem, ScoredItem, public_attributes
 from semassoc.store.base import Hit, ProductFilter
 from semassoc.text.encoder import Encoder, LazyEncoder
 from semassoc.workspace import Workspace
@@ -335,6 +335,23 @@ class RelatedEngine:
         ranker: bool = True,
     ) -> list[list[ScoredItem]]:
         """:meth:`related` for many products; text neighbours come from one batched store query."""
+        lists = self.related_rows(
+            product_ids, mode=mode, k=k, filter=filter, collapse=collapse, weights=weights, ranker=ranker
+        )
+        return [[row.item() for row in rows] for rows in lists]
+
+    def related_rows(
+        self,
+        product_ids: Sequence[str],
+        *,
+        mode: str = "auto",
+        k: int = 10,
+        filter: ProductFilter | None = None,
+        collapse: str | None = None,
+        weights: FusionWeights | None = None,
+        ranker: bool = True,
+    ) -> list[list[DeferredItem]]:
+        """:meth:`related_batch` with each row's result built only when asked for (``row.item()``)."""
         check_k(k)
         if mode not in MODES:
             raise InvalidInput(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
@@ -363,7 +380,7 @@ class RelatedEngine:
                 np.stack([vectors[p] for p in part]), limit=limit, filters=[base.with_excluded([p]) for p in part]
             )
             text_rows.update(zip(part, rows, strict=True))
-        served: dict[str, list[ScoredItem]] = {}
+        served: dict[str, list[DeferredItem]] = {}
         if ranked_ids and self._server is not None:
             part = [p for p in ranked_ids if p in vectors]
             nearest = dict(zip(part, self._nearest_ids(part, vectors, base, limit), strict=True)) if part else {}
@@ -374,9 +391,12 @@ class RelatedEngine:
         return [
             served[pid]
             if pid in served
-            else self._related_one(
-                pid, text_rows.get(pid, [])[:pool], mode, k, base, collapse, weights, stats, most, pool
-            )
+            else [
+                DeferredItem.of(item)
+                for item in self._related_one(
+                    pid, text_rows.get(pid, [])[:pool], mode, k, base, collapse, weights, stats, most, pool
+                )
+            ]
             for pid in product_ids
         ]
 

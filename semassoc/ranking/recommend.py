@@ -21,7 +21,7 @@ from semassoc.ranking.fusion import (
     max_normalise,
     popularity_prior,
 )
-from semassoc.results import ScoredItem
+from semassoc.results import DeferredItem, ScoredItem
 from semassoc.store.base import ProductFilter
 from semassoc.text.prompts import PromptSet
 
@@ -183,10 +183,10 @@ def _recommend_ranked(
     seeds = [p for p in seeds if p in vectors or (stats is not None and p in stats)]
     if not seeds:
         return None
-    lists = engine.related_batch(seeds, k=max(50, 5 * k), filter=flt, ranker=True)
+    lists = engine.related_rows(seeds, k=max(50, 5 * k), filter=flt, ranker=True)  # items built for the k shown
     total = sum(weight_of[p] for p in seeds) or 1.0
     scores: dict[str, float] = {}
-    best: dict[str, tuple[float, str, ScoredItem]] = {}  # candidate -> its strongest contribution
+    best: dict[str, tuple[float, str, DeferredItem]] = {}  # candidate -> its strongest contribution
     for seed, rows in zip(seeds, lists, strict=True):
         for rank, row in enumerate(rows):
             part = weight_of[seed] / total / (RANKED_RANK_OFFSET + rank)
@@ -197,15 +197,16 @@ def _recommend_ranked(
     titles = {p: str(payload.get("title") or p) for p, payload in engine.payloads(seeds).items()}
     results = []
     for item, score in ranked:
-        _, seed, row = best[item]
+        _, seed, deferred = best[item]
+        shown = deferred.item()
         results.append(
             ScoredItem(
                 product_id=item,
-                title=row.title,
+                title=shown.title,
                 score=score,
-                signals={**row.signals, "history_weight": weight_of[seed] / total},
-                explanation=f"related to {titles.get(seed, seed)} you bought: {row.explanation}",
-                attributes=row.attributes,
+                signals={**shown.signals, "history_weight": weight_of[seed] / total},
+                explanation=f"related to {titles.get(seed, seed)} you bought: {shown.explanation}",
+                attributes=shown.attributes,
             )
         )
     if len(results) < k and stats is not None:  # top up from popularity

@@ -9,6 +9,7 @@ numpy, one model call per query group.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -17,7 +18,7 @@ from semassoc.behaviour.baskets import MISSING, BasketLog
 from semassoc.ranking import features as F
 from semassoc.ranking.features import DATE_COLUMNS, parse_date
 from semassoc.ranking.ranker import Ranker
-from semassoc.results import ScoredItem, public_attributes
+from semassoc.results import DeferredItem, ScoredItem, public_attributes
 from semassoc.store.base import ProductFilter
 
 if TYPE_CHECKING:
@@ -143,7 +144,7 @@ class Server:
         base: ProductFilter,
         collapse: str | None,
         limit: int,
-    ) -> list[list[ScoredItem]]:
+    ) -> list[list[DeferredItem]]:
         """Ranked lists for ``product_ids`` (each must have a model for its group); ``text_rows`` are the text
         searches (ids and cosines, best first, ties by id), ``limit`` their length."""
         n = self.ids.shape[0]
@@ -232,7 +233,11 @@ class Server:
             evidence = float(counts[queries[i]])
             out.append(
                 [
-                    self._item(name, score, table, row_of[name], view, payloads.get(name), evidence)
+                    DeferredItem(
+                        name,
+                        score,
+                        partial(self._item, name, score, table, row_of[name], view, payloads.get(name), evidence),
+                    )
                     for name, score in kept
                 ]
             )
