@@ -5,9 +5,12 @@
 
 Each run is a separate process (``api.build_behavior`` into a fresh workspace, ``engine=local`` or ``engine=spark``)
 whose whole process tree (for Spark: the Python driver and the JVM) is sampled every 0.2 s for its summed resident
-memory; the peak is reported. The local engine runs under a virtual-memory cap (``RLIMIT_AS``, ``--cap-gb``) so that
-a run that needs more fails instead of swapping; Spark runs with a fixed JVM heap (``--spark-driver-memory``) and
-spills its shuffles to disk. The events are the Zipf log of ``bench_behaviour.py`` (50,000 products, basket size
+memory; the peak is reported. Two caps: ``--cgroup-gb`` puts each run (either engine, the JVM included) in a memory
+cgroup of that size (cgroup v1, needs a writable ``/sys/fs/cgroup/memory``; the kernel reclaims page cache first and
+kills the run when its own memory does not fit), the fair cap for both engines; ``--cap-gb`` caps the local
+engine's address space (``RLIMIT_AS``, which a JVM cannot run under) so that it fails with ``MemoryError``. Spark runs
+with a fixed JVM heap (``--spark-driver-memory``) and spills its shuffles to disk. The events are the Zipf log of
+``bench_behaviour.py`` (50,000 products, basket size
 1 + Poisson(3)), written once per size as Parquet with integer ids.
 """
 
@@ -96,11 +99,29 @@ def tree_rss(root: int) -> int:
     return total
 
 
-def run(engine: str, events: Path, cap_gb: float, master: str, conf: dict[str, str], nice: int) -> dict:
+def memory_cgroup(name: str, cap_gb: float) -> Path:
+    """A new cgroup-v1 memory group of ``cap_gb`` under this process's own (removed by the caller)."""
+    own = next(
+        line.split(":", 2)[2].strip()
+        for line in Path("/proc/self/cgroup").read_text().splitlines()
+        if line.split(":", 2)[1] == "memory"
+    )
+    group = Path("/sys/fs/cgroup/memory") / own.lstrip("/") / name
+    group.mkdir()
+    (group / "memory.limit_in_bytes").write_text(str(int(cap_gb * 2**30)))
+    return group
+
+
+def run(
+    engine: str, events: Path, cap_gb: float, cgroup_gb: float, master: str, conf: dict[str, str], nice: int
+) -> dict:
     workspace = Path(tempfile.mkdtemp(prefix=f"bench-spark-{engine}-")) / "ws"
+    group = memory_cgroup(f"semassoc-bench-{os.getpid()}-{engine}", cgroup_gb) if cgroup_gb > 0 else None
 
     def limit() -> None:
         os.nice(nice)
+        if group is not None:
+            (group / "cgroup.procs").write_text(str(os.getpid()))
         if engine == "local" and cap_gb > 0:
             cap = int(cap_gb * 2**30)
             resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
@@ -109,12 +130,14 @@ def run(engine: str, events: Path, cap_gb: float, master: str, conf: dict[str, s
     started = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=limit)
     peak = 0
+    loads: list[float] = []
     done = threading.Event()
 
     def sample() -> None:
         nonlocal peak
         while not done.is_set():
             peak = max(peak, tree_rss(process.pid))
+            loads.append(os.getloadavg()[0])
             done.wait(0.2)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -125,11 +148,24 @@ def run(engine: str, events: Path, cap_gb: float, master: str, conf: dict[str, s
     wall = time.perf_counter() - started
     shutil.rmtree(workspace.parent, ignore_errors=True)
     result: dict = {"engine": engine, "peak_rss_gb": peak / 2**30, "process_s": wall}
+    result["load_avg"] = round(sum(loads) / max(len(loads), 1), 1)  # mean 1-minute load average during the run
+    if group is not None:
+        # The group's own peak counts page cache too (reclaimable: the kernel drops it before killing anything).
+        result["cgroup_gb"] = cgroup_gb
+        result["cgroup_peak_gb"] = int((group / "memory.max_usage_in_bytes").read_text()) / 2**30
+        oom = (group / "memory.oom_control").read_text().split()
+        result["oom_kills"] = int(oom[oom.index("oom_kill") + 1]) if "oom_kill" in oom else None
+        for _ in range(50):  # the group can be removed once its last process is gone
+            try:
+                group.rmdir()
+                break
+            except OSError:
+                time.sleep(0.2)
     if process.returncode == 0:
         result.update(json.loads(out.strip().splitlines()[-1]))
     else:
         last = [line for line in err.strip().splitlines() if line.strip()][-1:] or ["?"]
-        result["failed"] = last[0][:160]
+        result["failed"] = f"exit {process.returncode}: {last[0][:160]}"
     return result
 
 
@@ -138,6 +174,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000])
     parser.add_argument("--items", type=int, default=50_000)
     parser.add_argument("--cap-gb", type=float, default=4.0, help="RLIMIT_AS of the local runs (0: none).")
+    parser.add_argument("--cgroup-gb", type=float, default=0.0, help="Memory cgroup of every run (0: none).")
     parser.add_argument("--engines", nargs="+", default=["local", "spark"])
     parser.add_argument("--master", default="local[2]")
     parser.add_argument("--spark-driver-memory", default="2g")
@@ -158,7 +195,10 @@ def main() -> None:
         "spark.local.dir": tempfile.gettempdir(),
     }
     print(f"CPUs available: {len(os.sched_getaffinity(0))}; load average now {os.getloadavg()[0]:.1f}")
-    print(f"local engine capped at {args.cap_gb} GB (RLIMIT_AS); Spark {args.master}, conf {conf}")
+    print(
+        f"local engine capped at {args.cap_gb} GB (RLIMIT_AS); every run in a {args.cgroup_gb} GB memory cgroup; "
+        f"Spark {args.master}, conf {conf}"
+    )
     directory = args.dir or Path(tempfile.mkdtemp(prefix="bench-spark-events-"))
     directory.mkdir(parents=True, exist_ok=True)
     for size in args.sizes:
@@ -171,7 +211,7 @@ def main() -> None:
                 f"{time.perf_counter() - start:.1f} s"
             )
         for engine in args.engines:
-            result = run(engine, events, args.cap_gb, args.master, conf, args.nice)
+            result = run(engine, events, args.cap_gb, args.cgroup_gb, args.master, conf, args.nice)
             print(json.dumps({"baskets_generated": size, **result}), flush=True)
 
 

@@ -247,6 +247,43 @@ def test_partitioned_parquet_directory_equals_one_file(spark, tmp_path: Path) ->
     assert_same_files(tmp_path / "local" / "behaviour", tmp_path / "glob" / "behaviour")
 
 
+def test_streamed_result_equals_the_in_memory_one_in_many_pieces(spark, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The Spark result reaches the files piece by piece (sorted partitions read back in small batches, neighbour
+    lists in small blocks): the bytes equal the local engine's in-memory assembly, weighted, with top_k."""
+    from datetime import datetime, timezone
+
+    from semassoc.behaviour import pair_state
+    from semassoc.behaviour import spark as engine
+
+    path = write_orders(tmp_path / "orders.csv", random_rows(7, 400, 0, n_items=60))
+    monkeypatch.setattr(engine, "_BATCH_ROWS", 7)
+    monkeypatch.setattr(pair_state, "BLOCK", 40)
+    coalesce = "spark.sql.adaptive.coalescePartitions.enabled"
+    before = spark.conf.get(coalesce)
+    spark.conf.set(coalesce, "false")  # keep the 4 shuffle partitions, small as they are: several pieces
+    try:
+        files = engine._stream(load_events_spark(spark, str(path)), True, None, None)
+    finally:
+        spark.conf.set(coalesce, before)
+    assert files.pieces > 1
+    assert spark.conf.get("spark.sql.ansi.enabled") == "true"  # restored after the log's wrapping hash
+    local = pair_state.PairState.from_events(load_events(path), True, None, None)
+    options = {"min_count": 1, "top_k": 3, "weighted": True, "event_types": None}
+    when = datetime(2024, 6, 1, tzinfo=timezone.utc)
+    for state, name in ((files, "spark"), (local, "local")):
+        state.write(tmp_path / name, options, [], created=when, updated=when, progress=None)
+    assert not files.scratch.exists()
+    names = sorted(p.name for p in (tmp_path / "local").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "spark").iterdir())
+    assert {"pairs_wdot.npy", "nbr_wdot.npy", "log_items.npy", "nbr_indices.npy"} <= set(names)
+    for name in names:
+        a, b = (tmp_path / "local" / name).read_bytes(), (tmp_path / "spark" / name).read_bytes()
+        if name.endswith("wdot.npy") or name == "item_wnorm2.npy":  # float sums in another order
+            np.testing.assert_allclose(np.load(tmp_path / "spark" / name), np.load(tmp_path / "local" / name), 1e-12)
+        else:
+            assert a == b, name
+
+
 BAD_CSV = (
     "order_id,item,qty,ts\n"
     "1,a,2,2024-01-01 10:00:00\n"

@@ -29,6 +29,28 @@ MISSING = np.iinfo(np.int64).min
 FILES = ("log_indptr.npy", "log_items.npy", "log_time.npy", "log_first_seen.npy")
 
 
+#: The mixing constants of splitmix64 (``content_hash``), also used by the Spark engine's SQL twin.
+MIX = (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB)
+
+
+def content_hash(items: np.ndarray, indptr: np.ndarray) -> np.ndarray:
+    """Per basket, the sum (mod 2**64) of splitmix64 of its product codes: the last key of the canonical order
+    (equal for equal contents, whatever their order)."""
+    with np.errstate(over="ignore"):
+        z = items.astype(np.uint64) + np.uint64(MIX[0])
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(MIX[1])
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(MIX[2])
+        z = z ^ (z >> np.uint64(31))
+        if not z.size:
+            return np.zeros(int(indptr.shape[0]) - 1, np.uint64)
+        return np.add.reduceat(z, indptr[:-1])
+
+
+def item_dtype(n_items: int) -> type[np.unsignedinteger]:
+    """The type of ``log_items.npy`` for a vocabulary of ``n_items`` products."""
+    return np.uint16 if n_items <= np.iinfo(np.uint16).max + 1 else np.uint32
+
+
 @dataclass
 class BasketLog:
     """Baskets in canonical order (time, then content), as a CSR of product codes plus one time per basket.
@@ -101,13 +123,7 @@ class BasketLog:
         if len(self) == 0:
             return self
         sizes = np.diff(self.indptr)
-        with np.errstate(over="ignore"):
-            z = self.items.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
-            z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-            z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-            z = z ^ (z >> np.uint64(31))
-            content = np.add.reduceat(z, self.indptr[:-1]) if z.size else np.zeros(0, np.uint64)
-        order = np.lexsort((content, sizes, self.time))
+        order = np.lexsort((content_hash(self.items, self.indptr), sizes, self.time))
         if np.array_equal(order, np.arange(order.shape[0])):
             return self
         starts = self.indptr[:-1][order]
@@ -145,8 +161,7 @@ class BasketLog:
 
     def save(self, directory: Path) -> None:
         """Write the log's files into ``directory`` (inside the statistics' atomic write)."""
-        narrow = np.uint16 if self.n_items <= np.iinfo(np.uint16).max + 1 else np.uint32
         np.save(directory / "log_indptr.npy", self.indptr.astype(np.int64))
-        np.save(directory / "log_items.npy", self.items.astype(narrow))
+        np.save(directory / "log_items.npy", self.items.astype(item_dtype(self.n_items)))
         np.save(directory / "log_time.npy", self.time.astype(np.int64))
         np.save(directory / "log_first_seen.npy", self.first_seen())

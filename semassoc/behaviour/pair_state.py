@@ -6,7 +6,9 @@ written atomically. :class:`semassoc.behaviour.stats.BehaviourStats` opens and q
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+import shutil
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -14,8 +16,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from semassoc.behaviour.baskets import FILES as LOG_FILES
 from semassoc.behaviour.baskets import BasketLog
 from semassoc.behaviour.cooccurrence import basket_item_matrix, pair_counts
+from semassoc.behaviour.npy_stream import BLOCK, NpyReader, NpyWriter, save_blocks
 from semassoc.behaviour.weightings import METRICS, RANKED_METRICS
 from semassoc.io import replace_directory
 
@@ -29,29 +33,45 @@ SCHEMA_VERSION = 1
 Progress = Callable[[str, int, int], None]
 
 
-def _neighbour_lists(
-    pairs: sp.csr_matrix,
+def _row_blocks(indptr: np.ndarray) -> Iterator[tuple[int, int]]:
+    """Ranges of whole rows holding about ``BLOCK`` entries each (a longer row is a block of its own)."""
+    size = int(indptr.shape[0]) - 1
+    start = 0
+    while start < size:
+        stop = int(np.searchsorted(indptr, int(indptr[start]) + BLOCK, side="right")) - 1
+        stop = min(max(stop, start + 1), size)
+        yield start, stop
+        start = stop
+
+
+def _neighbour_block(
+    first_row: int,
+    indptr: np.ndarray,
+    cols: np.ndarray,
+    pair: np.ndarray,
+    wdot: np.ndarray | None,
     counts: np.ndarray,
     n_baskets: int,
     min_count: int,
     top_k: int | None,
-    weighted_pairs: sp.csr_matrix | None,
     wnorm2: np.ndarray | None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
-    """Per product, the neighbours with count >= min_count; with ``top_k``, only those ranking in the top ``top_k``
-    by some metric (ties at the cut are all kept, so a query for ``k <= top_k`` is exact)."""
-    keep = pairs.data >= min_count
+    """The neighbour lists of the rows ``first_row...`` whose entries are ``cols``/``pair``/``wdot`` (``indptr`` from
+    0): per row, the neighbours with count >= min_count; with ``top_k``, only those ranking in the top ``top_k`` by
+    some metric (ties at the cut are all kept, so a query for ``k <= top_k`` is exact). Returns the kept length of
+    each row and the kept entries."""
+    keep = pair >= min_count
     kept_before = np.r_[0, np.cumsum(keep)]
-    indptr = kept_before[pairs.indptr].astype(np.int64)
-    cols = pairs.indices[keep]
-    pair = pairs.data[keep]
-    # Same sparsity pattern as pairs (see _align), so the entries line up.
-    wdot = None if weighted_pairs is None else weighted_pairs.data[keep]
+    indptr = kept_before[indptr]
+    cols, pair = cols[keep], pair[keep]
+    if wdot is not None:
+        wdot = wdot[keep]
     lengths = np.diff(indptr)
     if top_k is not None and (lengths > top_k).any():
         selected = np.ones(cols.shape[0], dtype=bool)
-        for row in np.flatnonzero(lengths > top_k).tolist():
-            start, stop = int(indptr[row]), int(indptr[row + 1])
+        for local in np.flatnonzero(lengths > top_k).tolist():
+            row = first_row + local
+            start, stop = int(indptr[local]), int(indptr[local + 1])
             c = cols[start:stop]
             p = pair[start:stop]
             left, right = counts[row], counts[c]
@@ -65,13 +85,60 @@ def _neighbour_lists(
             kth = np.partition(stacked, stop - start - top_k, axis=1)[:, stop - start - top_k]
             selected[start:stop] = (stacked >= kth[:, None]).any(axis=0)
         kept_before = np.r_[0, np.cumsum(selected)]
-        indptr = kept_before[indptr].astype(np.int64)
+        indptr = kept_before[indptr]
         cols, pair = cols[selected], pair[selected]
         if wdot is not None:
             wdot = wdot[selected]
+    return np.diff(indptr), cols, pair, wdot
+
+
+#: Reads the entries ``start:stop`` of the pair matrix: (columns, counts, weighted dot products or None).
+EntryReader = Callable[[int, int], tuple[np.ndarray, np.ndarray, "np.ndarray | None"]]
+
+
+def _write_neighbour_lists(
+    tmp: Path,
+    indptr: np.ndarray,
+    read: EntryReader,
+    counts: np.ndarray,
+    n_baskets: int,
+    min_count: int,
+    top_k: int | None,
+    wnorm2: np.ndarray | None,
+    weighted: bool,
+) -> int:
+    """Write ``nbr_*.npy`` (see :func:`_neighbour_block`) into ``tmp``, reading the pair rows block by block, so
+    that no full-length temporary exists; returns the number of entries kept."""
+    size = int(indptr.shape[0]) - 1
     count_dtype = _narrow_unsigned(int(counts.max(initial=0)))
-    index_dtype = _narrow_unsigned(max(pairs.shape[0] - 1, 0))
-    return indptr, cols.astype(index_dtype), pair.astype(count_dtype), wdot
+    index_dtype = _narrow_unsigned(max(size - 1, 0))
+    lengths = np.zeros(size, dtype=np.int64)
+    with ExitStack() as files:
+        indices_out = files.enter_context(NpyWriter(tmp / "nbr_indices.npy", index_dtype))
+        counts_out = files.enter_context(NpyWriter(tmp / "nbr_counts.npy", count_dtype))
+        wdot_out = files.enter_context(NpyWriter(tmp / "nbr_wdot.npy", np.float64)) if weighted else None
+        for first, stop in _row_blocks(indptr):
+            start, end = int(indptr[first]), int(indptr[stop])
+            cols, pair, wdot = read(start, end)
+            kept, cols, pair, wdot = _neighbour_block(
+                first,
+                indptr[first : stop + 1] - start,
+                cols.astype(np.int64, copy=False),
+                pair.astype(np.int64, copy=False),
+                wdot,
+                counts,
+                n_baskets,
+                min_count,
+                top_k,
+                wnorm2,
+            )
+            lengths[first:stop] = kept
+            indices_out.write(cols)
+            counts_out.write(pair)
+            if wdot_out is not None and wdot is not None:
+                wdot_out.write(wdot)
+    np.save(tmp / "nbr_indptr.npy", np.r_[0, np.cumsum(lengths)].astype(np.int64))
+    return int(lengths.sum())
 
 
 def _narrow_unsigned(largest: int) -> type[np.unsignedinteger]:
@@ -115,31 +182,32 @@ class PairState:
 
     @classmethod
     def load(cls, directory: Path, weighted: bool) -> PairState:
-        import scipy.sparse as sp
-
         manifest = json.loads((directory / "manifest.json").read_text(encoding="utf-8"))
         item_ids = np.load(directory / "item_ids.npy").astype(object)
+        wnorm2 = np.load(directory / "item_wnorm2.npy") if weighted else None
+        return cls._from_files(
+            directory, item_ids, np.load(directory / "item_counts.npy"), int(manifest["baskets"]), wnorm2
+        )
+
+    @classmethod
+    def _from_files(
+        cls, directory: Path, item_ids: np.ndarray, item_counts: np.ndarray, baskets: int, wnorm2: np.ndarray | None
+    ) -> PairState:
+        """The state whose pair and log files are in ``directory`` (the per-product arrays given)."""
+        import scipy.sparse as sp
+
         size = item_ids.shape[0]
         indptr = np.load(directory / "pairs_indptr.npy")
         # Back from the narrow on-disk types: scipy wants int32/int64 indices, and sums must not overflow.
         indices = np.load(directory / "pairs_indices.npy").astype(np.int32)
         counts = np.load(directory / "pairs_counts.npy").astype(np.int64)
         pairs = sp.csr_matrix((counts, indices, indptr), shape=(size, size))
-        weighted_pairs = wnorm2 = None
-        if weighted:
+        weighted_pairs = None
+        if wnorm2 is not None:
             wdot = np.load(directory / "pairs_wdot.npy")
             weighted_pairs = sp.csr_matrix((wdot, indices, indptr), shape=(size, size))
-            wnorm2 = np.load(directory / "item_wnorm2.npy")
         log = BasketLog.load(directory, size) if BasketLog.exists(directory) else None
-        return cls(
-            item_ids,
-            np.load(directory / "item_counts.npy"),
-            pairs,
-            int(manifest["baskets"]),
-            weighted_pairs,
-            wnorm2,
-            log,
-        )
+        return cls(item_ids, item_counts, pairs, baskets, weighted_pairs, wnorm2, log)
 
     def merge(self, other: PairState) -> PairState:
         union = np.union1d(self.item_ids, other.item_ids) if other.item_ids.size else self.item_ids
@@ -178,61 +246,186 @@ class PairState:
     ) -> None:
         """Write the statistics as one directory, atomically; ``extra(tmp)`` adds more files (user histories,
         options) to the same write."""
-        if progress:
-            progress("neighbour lists", 3, 4)
-        top_k = options["top_k"]
-        truncated = None
+        count_dtype = _narrow_unsigned(int(self.item_counts.max(initial=0)))
+        index_dtype = _narrow_unsigned(max(self.item_ids.shape[0] - 1, 0))
+        pairs = self.pairs
+        wdot = None if self.weighted_pairs is None else self.weighted_pairs.data
+
+        def read(start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+            return pairs.indices[start:stop], pairs.data[start:stop], None if wdot is None else wdot[start:stop]
+
+        def save(tmp: Path) -> None:
+            np.save(tmp / "pairs_indptr.npy", pairs.indptr.astype(np.int64))
+            save_blocks(tmp / "pairs_indices.npy", pairs.indices, index_dtype)
+            save_blocks(tmp / "pairs_counts.npy", pairs.data, count_dtype)
+            if wdot is not None:
+                save_blocks(tmp / "pairs_wdot.npy", wdot, np.float64)
+            if self.log is not None:
+                self.log.save(tmp)
+
+        _write_statistics(
+            directory,
+            _Arrays(self.item_ids, self.item_counts, self.baskets, self.wnorm2 if wdot is not None else None),
+            pairs.indptr,
+            read,
+            save,
+            options,
+            sources,
+            created=created,
+            updated=updated,
+            progress=progress,
+            extra=extra,
+        )
+
+
+@dataclass
+class _Arrays:
+    """What every statistics directory holds besides the pairs and the log."""
+
+    item_ids: np.ndarray
+    item_counts: np.ndarray
+    baskets: int
+    wnorm2: np.ndarray | None  # None: unweighted
+
+
+def _write_statistics(
+    directory: Path,
+    arrays: _Arrays,
+    indptr: np.ndarray,
+    read: EntryReader,
+    save: Callable[[Path], None],
+    options: Mapping[str, object],
+    sources: Sequence[Sequence[str]],
+    *,
+    created: datetime,
+    updated: datetime,
+    progress: Progress | None,
+    extra: Callable[[Path], None] | None,
+) -> None:
+    """The directory write shared by the in-memory state and the streamed files: products, the pairs and the log
+    (``save(tmp)``), the neighbour lists (read block by block with ``read``), ``extra``, and the manifest last."""
+    if progress:
+        progress("neighbour lists", 3, 4)
+    top_k = options["top_k"]
+    nnz = int(indptr[-1])
+
+    def write_files(tmp: Path) -> None:
+        neighbour_pairs = nnz
         if top_k is not None:
-            truncated = _neighbour_lists(
-                self.pairs,
-                self.item_counts,
-                self.baskets,
+            neighbour_pairs = _write_neighbour_lists(
+                tmp,
+                indptr,
+                read,
+                arrays.item_counts,
+                arrays.baskets,
                 int(options["min_count"]),  # type: ignore[call-overload]
                 int(top_k),  # type: ignore[call-overload]
-                self.weighted_pairs,
-                self.wnorm2,
+                arrays.wnorm2,
+                arrays.wnorm2 is not None,
             )
+        width = max((len(s) for s in arrays.item_ids.tolist()), default=1)
+        np.save(tmp / "item_ids.npy", arrays.item_ids.astype(f"<U{width}"))
+        np.save(tmp / "item_counts.npy", arrays.item_counts.astype(np.int64))
+        if arrays.wnorm2 is not None:
+            np.save(tmp / "item_wnorm2.npy", np.asarray(arrays.wnorm2, dtype=np.float64))
+        save(tmp)
+        if extra is not None:
+            extra(tmp)
         manifest = {
             "schema_version": SCHEMA_VERSION,
-            "baskets": int(self.baskets),
-            "items": int(self.item_ids.shape[0]),
-            "pairs": int(self.pairs.nnz // 2),
-            "neighbour_pairs": int(self.pairs.nnz if truncated is None else truncated[1].shape[0]),
+            "baskets": int(arrays.baskets),
+            "items": int(arrays.item_ids.shape[0]),
+            "pairs": nnz // 2,
+            "neighbour_pairs": int(neighbour_pairs),
             **options,
             "created": created.isoformat(),
             "last_update": updated.isoformat(),
             "sources": [list(s) for s in sources],
         }
-        count_dtype = _narrow_unsigned(int(self.item_counts.max(initial=0)))
-        index_dtype = _narrow_unsigned(max(self.item_ids.shape[0] - 1, 0))
+        # The manifest goes last: a directory with a manifest is complete.
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
 
-        def write_files(tmp: Path) -> None:
-            width = max((len(s) for s in self.item_ids.tolist()), default=1)
-            np.save(tmp / "item_ids.npy", self.item_ids.astype(f"<U{width}"))
-            np.save(tmp / "item_counts.npy", self.item_counts.astype(np.int64))
-            np.save(tmp / "pairs_indptr.npy", self.pairs.indptr.astype(np.int64))
-            np.save(tmp / "pairs_indices.npy", self.pairs.indices.astype(index_dtype))
-            np.save(tmp / "pairs_counts.npy", self.pairs.data.astype(count_dtype))
-            if self.weighted_pairs is not None:
-                np.save(tmp / "pairs_wdot.npy", self.weighted_pairs.data.astype(np.float64))
-                np.save(tmp / "item_wnorm2.npy", np.asarray(self.wnorm2, dtype=np.float64))
-            if truncated is not None:
-                indptr, indices, counts, wdot = truncated
-                np.save(tmp / "nbr_indptr.npy", indptr)
-                np.save(tmp / "nbr_indices.npy", indices)
-                np.save(tmp / "nbr_counts.npy", counts)
-                if wdot is not None:
-                    np.save(tmp / "nbr_wdot.npy", wdot)
-            if self.log is not None:
-                self.log.save(tmp)
-            if extra is not None:
-                extra(tmp)
-            # The manifest goes last: a directory with a manifest is complete.
-            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    replace_directory(directory, write_files)
+    if progress:
+        progress("written", 4, 4)
 
-        replace_directory(directory, write_files)
-        if progress:
-            progress("written", 4, 4)
+
+#: The pair and log files a streaming counter leaves in its scratch directory.
+STREAMED_FILES = ("pairs_indptr.npy", "pairs_indices.npy", "pairs_counts.npy", "pairs_wdot.npy", *LOG_FILES)
+
+
+@dataclass
+class PairFiles:
+    """The counts of a build already written as the workspace's pair and log files, by a counter that streams its
+    result in pieces (the Spark engine), so that no process ever holds the pair matrix or the log whole.
+
+    ``scratch`` holds ``pairs_indptr.npy``, ``pairs_indices.npy``, ``pairs_counts.npy`` (``pairs_wdot.npy`` when
+    weighted) and the ``log_*.npy`` files, with exactly the bytes :meth:`PairState.write` gives; the per-product
+    arrays are in memory. :meth:`write` moves the files into the statistics directory and adds what
+    :meth:`PairState.write` adds (products, neighbour lists read block by block, manifest); :meth:`state` loads them
+    as a :class:`PairState` (for ``behavior update``, which merges in memory).
+    """
+
+    scratch: Path
+    item_ids: np.ndarray
+    item_counts: np.ndarray
+    baskets: int
+    wnorm2: np.ndarray | None = None
+    pieces: int = 0  # pieces the pair list arrived in (for reports)
+
+    def write(
+        self,
+        directory: Path,
+        options: Mapping[str, object],
+        sources: Sequence[Sequence[str]],
+        *,
+        created: datetime,
+        updated: datetime,
+        progress: Progress | None,
+        extra: Callable[[Path], None] | None = None,
+    ) -> None:
+        """As :meth:`PairState.write`; the scratch directory is removed whatever happens."""
+        try:
+            indptr = np.load(self.scratch / "pairs_indptr.npy")
+            indices = NpyReader(self.scratch / "pairs_indices.npy")
+            counts = NpyReader(self.scratch / "pairs_counts.npy")
+            wdot = NpyReader(self.scratch / "pairs_wdot.npy") if self.wnorm2 is not None else None
+
+            def read(start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+                part = None if wdot is None else wdot.read(start, stop)
+                return indices.read(start, stop), counts.read(start, stop), part
+
+            def save(tmp: Path) -> None:
+                for name in STREAMED_FILES:
+                    if (self.scratch / name).is_file():
+                        shutil.move(self.scratch / name, tmp / name)
+
+            arrays = _Arrays(self.item_ids, self.item_counts, self.baskets, self.wnorm2)
+            _write_statistics(
+                directory,
+                arrays,
+                indptr,
+                read,
+                save,
+                options,
+                sources,
+                created=created,
+                updated=updated,
+                progress=progress,
+                extra=extra,
+            )
+        finally:
+            self.discard()
+
+    def state(self) -> PairState:
+        """The counts as an in-memory :class:`PairState`; the scratch directory is removed."""
+        try:
+            return PairState._from_files(self.scratch, self.item_ids, self.item_counts, self.baskets, self.wnorm2)
+        finally:
+            self.discard()
+
+    def discard(self) -> None:
+        shutil.rmtree(self.scratch, ignore_errors=True)
 
 
 def _reindex(matrix: sp.csr_matrix, mapping: np.ndarray, size: int) -> sp.csr_matrix:

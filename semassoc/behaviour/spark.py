@@ -23,25 +23,26 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from semassoc.behaviour.baskets import BasketLog
+from semassoc.behaviour.baskets import MISSING, MIX, content_hash, item_dtype
 from semassoc.behaviour.events import LoadOptions
-from semassoc.behaviour.pair_state import PairState
+from semassoc.behaviour.npy_stream import NpyWriter
+from semassoc.behaviour.pair_state import PairFiles, PairState, _narrow_unsigned
 from semassoc.behaviour.rules import _CONFIDENCE_SLACK, Rule, _min_count, check_rule_options, rules_from_counts
 from semassoc.behaviour.spark_events import SparkEvents, SparkSettings, load_events_spark, spark_session
 from semassoc.behaviour.stats import BehaviourStats, BuildOptions
-from semassoc.behaviour.users import MISSING, UserHistories, _aggregate, _concat, _save, _write
+from semassoc.behaviour.users import UserHistories, _aggregate, _concat, _save, _write
 from semassoc.errors import InvalidInput
 
 if TYPE_CHECKING:
     import pyarrow as pa
-    import scipy.sparse as sp
-    from pyspark.sql import DataFrame
+    from pyspark.sql import DataFrame, SparkSession
     from typing_extensions import Unpack
 
 __all__ = [
@@ -90,12 +91,158 @@ def _collect(frame: DataFrame) -> pa.Table:
 # ----------------------------------------------------------------------------------------------- pair statistics
 
 
-def _state(
-    parts: Sequence[SparkEvents], weighted: bool, event_types: Sequence[str] | None, progress: Progress | None
-) -> PairState:
-    """The local engine's ``PairState`` (every pair count, product counts, baskets), computed by Spark."""
-    import pyarrow as pa
+#: Rows per Arrow batch when a sorted result is read back in pieces.
+_BATCH_ROWS = 1_000_000
+
+
+def _read_back(frame: DataFrame, directory: Path) -> tuple[int, Iterator[pa.RecordBatch]]:
+    """A (sorted) result read back in order, in batches: (number of pieces, batches). In local mode Spark writes it
+    as Parquet into ``directory`` (one file per partition, named by partition number, so a global sort comes back
+    in order) and pyarrow reads the files one batch at a time; on a cluster it comes through Arrow as one table
+    (``spark.driver.maxResultSize`` must allow it)."""
+    import pyarrow.parquet as pq
+
+    if not str(frame.sparkSession.sparkContext.master or "").startswith("local"):
+        return 1, iter(frame.toArrow().to_batches(max_chunksize=_BATCH_ROWS))
+    frame.write.mode("overwrite").parquet(str(directory))
+    files = sorted(directory.glob("part-*.parquet"), key=lambda f: int(f.name.split("-")[1]))
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for file in files:
+            yield from pq.ParquetFile(file).iter_batches(batch_size=_BATCH_ROWS)
+
+    return len(files), batches()
+
+
+@contextmanager
+def _wrapping_arithmetic(spark: SparkSession) -> Iterator[None]:
+    """64-bit integer arithmetic that wraps around, as numpy's (the content hash of the basket log): Spark's ANSI
+    mode, which raises on overflow, is off while the queries using it are built and run, and restored after."""
+    key = "spark.sql.ansi.enabled"
+    before = spark.conf.get(key, None)
+    spark.conf.set(key, "false")
+    try:
+        yield
+    finally:
+        if before is None:
+            spark.conf.unset(key)
+        else:
+            spark.conf.set(key, before)
+
+
+def _splitmix(value: str) -> str:
+    """``content_hash``'s per-product mix (splitmix64) as a Spark SQL expression on 64-bit integers."""
+    c1, c2, c3 = (int(np.uint64(c).astype(np.int64)) for c in MIX)
+    z = f"(cast({value} as bigint) + ({c1}L))"
+    z = f"(({z} ^ shiftrightunsigned({z}, 30)) * ({c2}L))"
+    z = f"(({z} ^ shiftrightunsigned({z}, 27)) * ({c3}L))"
+    return f"({z} ^ shiftrightunsigned({z}, 31))"
+
+
+def _increasing(keys: Sequence[np.ndarray], strict: bool) -> bool:
+    """Whether rows given by key columns (most significant first) are in increasing lexicographic order."""
+    later = np.zeros(keys[0].shape[0] - 1, dtype=bool)
+    equal = np.ones(keys[0].shape[0] - 1, dtype=bool)
+    for key in keys:
+        a, b = key[:-1], key[1:]
+        later |= equal & (b > a)
+        equal &= b == a
+    return bool((later | (equal & (not strict))).all())
+
+
+def _stream_pairs(pairs: DataFrame, size: int, weighted: bool, item_counts: np.ndarray, scratch: Path) -> int:
+    """Write the symmetric pair CSR (``pairs_*.npy``) from the upper-triangle pair list, sorted by Spark and read
+    back piece by piece; returns the number of pieces."""
+    from pyspark.sql import functions as F
+
+    width = max(size, 1)
+    i, j = F.expr(f"cast(key div {width} as int)"), F.expr(f"cast(key % {width} as int)")
+    values = [F.col("c"), *([F.col("ww")] if weighted else [])]
+    both = F.array(F.struct(i.alias("row"), j.alias("col"), *values), F.struct(j.alias("row"), i.alias("col"), *values))
+    symmetric = pairs.select(F.explode(both).alias("e")).select("e.*").orderBy("row", "col")
+    row_lengths = np.zeros(size, dtype=np.int64)
+    last = -1
+    with tempfile.TemporaryDirectory(prefix="semassoc-spark-") as parquet, ExitStack() as files:
+        indices = files.enter_context(NpyWriter(scratch / "pairs_indices.npy", _narrow_unsigned(max(size - 1, 0))))
+        counts_dtype = _narrow_unsigned(int(item_counts.max(initial=0)))
+        counts = files.enter_context(NpyWriter(scratch / "pairs_counts.npy", counts_dtype))
+        wdot = files.enter_context(NpyWriter(scratch / "pairs_wdot.npy", np.float64)) if weighted else None
+        pieces, batches = _read_back(symmetric, Path(parquet) / "pairs")
+        for batch in batches:
+            if batch.num_rows == 0:
+                continue
+            row = batch.column("row").to_numpy().astype(np.int64)
+            col = batch.column("col").to_numpy().astype(np.int64)
+            key = np.r_[last, row * width + col]
+            if not _increasing([key], strict=True):
+                raise RuntimeError("Spark returned the pair list out of order")
+            last = int(key[-1])
+            row_lengths += np.bincount(row, minlength=size)
+            indices.write(col)
+            counts.write(batch.column("c").to_numpy())
+            if wdot is not None:
+                wdot.write(batch.column("ww").to_numpy())
+    np.save(scratch / "pairs_indptr.npy", np.r_[0, np.cumsum(row_lengths)].astype(np.int64))
+    return pieces
+
+
+def _stream_log(baskets: DataFrame, size: int, scratch: Path) -> None:
+    """Write the basket log (``log_*.npy``) in canonical order (``BasketLog.canonical``: time, size, content hash):
+    Spark sorts the baskets by these keys, the driver reads them back piece by piece, recomputes the hash with
+    numpy and checks the order as it writes."""
     import pyarrow.compute as pc
+    from pyspark.sql import functions as F
+
+    spark = baskets.sparkSession
+    big = np.iinfo(np.int64).max
+    first_seen = np.full(size, big, dtype=np.int64)
+    previous: list[np.ndarray] = []
+    entries = 0
+    with _wrapping_arithmetic(spark), tempfile.TemporaryDirectory(prefix="semassoc-spark-") as parquet:
+        content = F.expr(f"aggregate(codes, 0L, (acc, x) -> acc + {_splitmix('x')})")
+        ordered = (
+            baskets.select(F.col("b.code").alias("codes"), "t")
+            .withColumn("h", content)
+            .orderBy(F.coalesce(F.col("t"), F.lit(int(MISSING))), F.size("codes"), F.expr("h ^ shiftleft(1L, 63)"))
+            .select("codes", "t")
+        )
+        with ExitStack() as files:
+            indptr = files.enter_context(NpyWriter(scratch / "log_indptr.npy", np.int64))
+            items = files.enter_context(NpyWriter(scratch / "log_items.npy", item_dtype(size)))
+            times = files.enter_context(NpyWriter(scratch / "log_time.npy", np.int64))
+            indptr.write(np.zeros(1, dtype=np.int64))
+            for batch in _read_back(ordered, Path(parquet) / "log")[1]:
+                if batch.num_rows == 0:
+                    continue
+                codes = batch.column("codes")
+                lengths = pc.list_value_length(codes).to_numpy(zero_copy_only=False).astype(np.int64)
+                flat = pc.list_flatten(codes).to_numpy(zero_copy_only=False).astype(np.int64)
+                time = pc.fill_null(batch.column("t"), int(MISSING)).to_numpy(zero_copy_only=False)
+                time = time.astype(np.int64)
+                local = np.r_[0, np.cumsum(lengths)]
+                keys = [time, lengths, content_hash(flat, local)]
+                joined = [np.r_[p[-1:], k] for p, k in zip(previous, keys, strict=True)] if previous else keys
+                if not _increasing(joined, strict=False):
+                    raise RuntimeError("Spark returned the basket log out of canonical order")
+                previous = keys
+                indptr.write(entries + local[1:])
+                entries += int(local[-1])
+                items.write(flat)
+                times.write(time)
+                per_entry = np.repeat(time, lengths)
+                timed = per_entry != MISSING
+                np.minimum.at(first_seen, flat[timed], per_entry[timed])
+    first_seen[first_seen == big] = MISSING
+    np.save(scratch / "log_first_seen.npy", first_seen)
+
+
+def _stream(
+    parts: Sequence[SparkEvents], weighted: bool, event_types: Sequence[str] | None, progress: Progress | None
+) -> PairFiles:
+    """Every pair count, product counts, baskets and the basket log, computed by Spark and written into the
+    workspace's file format piece by piece (``PairFiles``): the driver holds one batch and the per-product arrays,
+    never the pair matrix or the log whole."""
+    import pyarrow as pa
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
@@ -124,6 +271,7 @@ def _state(
     else:
         baskets = baskets.withColumn("t", F.lit(None).cast("long"))
     baskets = baskets.persist(StorageLevel.MEMORY_AND_DISK)
+    scratch = Path(tempfile.mkdtemp(prefix="semassoc-spark-"))
     try:
         n_baskets = baskets.count()
         if progress:
@@ -149,52 +297,27 @@ def _state(
         else:
             pairs = exploded.groupBy(F.col("p").alias("key")).agg(F.count(F.lit(1)).alias("c"))
         items_table = _collect(per_item)
-        pairs_table = _collect(pairs)
-        log_table = _collect(baskets.select(F.col("b.code").alias("codes"), "t"))
+        item_counts = np.zeros(size, dtype=np.int64)
+        wnorm2 = np.zeros(size, dtype=np.float64)
+        code = items_table.column("code").to_numpy().astype(np.int64)
+        item_counts[code] = items_table.column("c").to_numpy()
+        wnorm2[code] = items_table.column("w2").to_numpy()
+        pieces = _stream_pairs(pairs, size, weighted, item_counts, scratch)
+        _stream_log(baskets, size, scratch)
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
     finally:
         baskets.unpersist()
-    item_counts = np.zeros(size, dtype=np.int64)
-    wnorm2 = np.zeros(size, dtype=np.float64)
-    code = items_table.column("code").to_numpy().astype(np.int64)
-    item_counts[code] = items_table.column("c").to_numpy()
-    wnorm2[code] = items_table.column("w2").to_numpy()
-    key = pairs_table.column("key").to_numpy().astype(np.int64)
-    i, j = key // max(size, 1), key % max(size, 1)
-    c = pairs_table.column("c").to_numpy().astype(np.int64)
-    ww = pairs_table.column("ww").to_numpy().astype(np.float64) if weighted else None
-    counts_matrix, weighted_matrix = _symmetric(size, i, j, c, ww)
-    codes_column = log_table.column("codes")
-    lengths = pc.list_value_length(codes_column).to_numpy(zero_copy_only=False).astype(np.int64)
-    log = BasketLog(
-        np.r_[0, np.cumsum(lengths)].astype(np.int64),
-        pc.list_flatten(codes_column).to_numpy(zero_copy_only=False).astype(np.int64),
-        pc.fill_null(log_table.column("t"), MISSING).to_numpy(zero_copy_only=False).astype(np.int64),
-        size,
-    ).canonical()
-    return PairState(
-        item_ids, item_counts, counts_matrix, int(n_baskets), weighted_matrix, wnorm2 if weighted else None, log
-    )
+    return PairFiles(scratch, item_ids, item_counts, int(n_baskets), wnorm2 if weighted else None, pieces)
 
 
-def _symmetric(
-    size: int, i: np.ndarray, j: np.ndarray, counts: np.ndarray, weights: np.ndarray | None
-) -> tuple[sp.csr_matrix, sp.csr_matrix | None]:
-    """Symmetric CSR matrices (sorted indices, no diagonal) from the upper-triangle pair list."""
-    import scipy.sparse as sp
-
-    rows = np.concatenate([i, j])
-    cols = np.concatenate([j, i])
-    order = np.lexsort((cols, rows))
-    indptr = np.zeros(size + 1, dtype=np.int64)
-    np.cumsum(np.bincount(rows, minlength=size), out=indptr[1:])
-    indices = cols[order].astype(np.int32)
-    pairs = sp.csr_matrix((np.concatenate([counts, counts])[order], indices, indptr), shape=(size, size))
-    pairs.has_sorted_indices = True
-    weighted = None
-    if weights is not None:
-        weighted = sp.csr_matrix((np.concatenate([weights, weights])[order], indices, indptr), shape=(size, size))
-        weighted.has_sorted_indices = True
-    return pairs, weighted
+def _state(
+    parts: Sequence[SparkEvents], weighted: bool, event_types: Sequence[str] | None, progress: Progress | None
+) -> PairState:
+    """The local engine's ``PairState`` (every pair count, product counts, baskets), computed by Spark: what
+    ``behavior update`` merges with the stored counts in memory."""
+    return _stream(parts, weighted, event_types, progress).state()
 
 
 def build_stats_spark(
@@ -213,7 +336,7 @@ def build_stats_spark(
         >>> # spark = spark_session(SparkSettings("local[2]"))
         >>> # build_stats_spark(load_events_spark(spark, "s3a://lake/events/"), ".semassoc/behaviour")
     """
-    return BehaviourStats.build(parts, directory, count=_state, **options)
+    return BehaviourStats.build(parts, directory, count=_stream, **options)
 
 
 def update_stats_spark(

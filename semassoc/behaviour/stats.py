@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypedDict
 import numpy as np
 
 from semassoc.behaviour.baskets import BasketLog
-from semassoc.behaviour.pair_state import SCHEMA_VERSION, PairState, Progress
+from semassoc.behaviour.pair_state import SCHEMA_VERSION, PairFiles, PairState, Progress
 from semassoc.behaviour.weightings import METRICS
 from semassoc.errors import InvalidInput, NotFound, SemassocError, StoreDamaged
 
@@ -115,6 +115,8 @@ class BuildOptions(TypedDict, total=False):
 
 #: Counts the pairs of some loads: ``count(loads, weighted, event_types, progress)``.
 PairCounter = Callable[[Sequence[Any], bool, Sequence[str] | None, Progress | None], PairState]
+#: The same for a build, which may also take the counts already streamed into files (the Spark engine).
+BuildCounter = Callable[[Sequence[Any], bool, Sequence[str] | None, Progress | None], "PairState | PairFiles"]
 
 
 def _parts(events: Any) -> list[Any]:
@@ -207,7 +209,7 @@ class BehaviourStats:
         event_types: Sequence[str] | None = None,
         progress: Progress | None = None,
         extra: Callable[[Path], None] | None = None,
-        count: PairCounter | None = None,
+        count: BuildCounter | None = None,
     ) -> BehaviourStats:
         """Count every product pair and write the statistics, replacing whatever was in ``directory``.
 
@@ -226,7 +228,8 @@ class BehaviourStats:
             extra: writes more files (user histories, options) into the directory being written, so that they
                 change together with the statistics or not at all.
             count: counts the pairs of the loads (default: in this process; the Spark engine passes its own, so
-                that everything else, the checks and the files written, is this method's).
+                that everything else, the checks and the files written, is this method's). It returns the counts
+                in memory (``PairState``) or already written in pieces into the files (``PairFiles``).
 
         Returns:
             The opened statistics.
