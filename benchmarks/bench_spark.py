@@ -71,7 +71,9 @@ def child(engine: str, events: str, workspace: str, master: str, conf: dict[str,
 
 
 def tree_rss(root: int) -> int:
-    """Summed RSS (bytes) of ``root`` and its descendants, from /proc."""
+    """Summed RSS (bytes) of ``root`` and its descendants, from /proc. A child that runs its parent's program (a
+    fork not yet replaced by ``exec``: the JVM starts ``bash`` for Hadoop's file commands that way) shares its
+    parent's pages and is left out, or each such moment would count the JVM twice."""
     parents: dict[int, int] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -88,9 +90,18 @@ def tree_rss(root: int) -> int:
             if parent == pid and child_pid not in family:
                 family.add(child_pid)
                 frontier.append(child_pid)
+
+    def program(pid: int) -> str | None:
+        try:
+            return os.readlink(f"/proc/{pid}/exe")
+        except OSError:
+            return None
+
     total = 0
     page = os.sysconf("SC_PAGE_SIZE")
     for pid in family:
+        if pid != root and program(pid) is not None and program(pid) == program(parents.get(pid, -1)):
+            continue
         try:
             with open(f"/proc/{pid}/statm") as fh:
                 total += int(fh.read().split()[1]) * page
