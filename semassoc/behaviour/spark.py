@@ -2,9 +2,13 @@
 
 The heavy steps run in Spark: grouping rows into baskets, generating every product pair of every basket and summing
 them (this is where Spark spills to disk instead of needing the whole basket matrix in memory), counting products,
-and mining frequent itemsets (Spark ML's FP-growth). What comes back to the driver is the result: one row per
-distinct pair, per product and per (user, product). The driver then writes it with the local engine's own writer, so
-the workspace holds exactly the files ``BehaviourStats.build`` writes and every query command works unchanged.
+and mining frequent itemsets (Spark ML's FP-growth). What comes back to the driver is the result, and the big parts
+of it come back in pieces: Spark sorts the symmetric pair list by (row, column) and the basket log in its canonical
+order (time, size, content hash), and the driver reads them back one batch at a time and appends each batch to the
+workspace's ``.npy`` files (``PairFiles``); it holds one batch and the per-product arrays, never the pair matrix or
+the log whole. ``BehaviourStats.build`` then adds the rest (products, neighbour lists read block by block,
+manifest), so the workspace holds exactly the files the local engine writes and every query command works
+unchanged. ``behavior update`` merges the new counts with the stored ones in memory, as locally.
 
 - Pair counts are integers summed exactly, so they equal the local engine's bit for bit. Weighted dot products are
   sums of floats in another order: equal to about 1e-15 relative.
