@@ -40,9 +40,18 @@ def fit(
     for group, summary in report.models.items():
         metrics = summary.get("validation_ndcg@10")
         if metrics:
+            start = summary.get("baseline")
+            how = (
+                f"{start} list + {summary.get('rounds', 0)} rounds of trees"
+                if summary.get("gate") == "trees kept"
+                else f"{start} list alone (the trees did not beat it)"
+                if start
+                else f"{summary.get('rounds', 0)} rounds of trees"
+            )
             output.say(
-                f"  {group}: NDCG@10 on {metrics['model']['n']} held-out products: model {metrics['model']['mean']:.3f}"
-                f", text only {metrics['text']['mean']:.3f}, behaviour only {metrics['behaviour']['mean']:.3f}"
+                f"  {group} ({how}): NDCG@10 on {metrics['model']['n']} held-out products: model "
+                f"{metrics['model']['mean']:.3f}, text only {metrics['text']['mean']:.3f}, behaviour only "
+                f"{metrics['behaviour']['mean']:.3f}"
             )
         else:
             output.say(f"  {group}: {safe(summary.get('skipped', 'not fitted'))}")

@@ -185,6 +185,38 @@ def _top(codes: np.ndarray, score: np.ndarray, ids: np.ndarray, k: int) -> tuple
     return codes[order], score[order]
 
 
+#: The single-signal lists the ranker boosts from (see :func:`baseline_scores`), in the order ties are settled.
+BASELINES = ("text", "behaviour", "popularity")
+
+
+def rank_score(rank: np.ndarray) -> np.ndarray:
+    """A decreasing score of a 1-based rank: ``-log2(1 + rank)``; ``NOT_RANKED`` (and beyond) gets the lowest."""
+    return -np.log2(1.0 + np.minimum(rank, NOT_RANKED))
+
+
+def baseline_scores(name: str, x: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
+    """Per feature row, the score that orders a query's candidates as the single-signal list ``name`` does (the
+    ranker starts from it: LightGBM's ``init_score`` at fit, added to the trees' output at serving). Worked out from
+    the row's own features only, so fit and serving agree, and no score depends on the catalog's row order (ties are
+    settled by product id where the list is ordered):
+
+    - ``text``: the text neighbours by rank;
+    - ``popularity``: the most bought products by rank;
+    - ``behaviour``: the query's own bought-together products by rank, then the rest by popularity (a product
+      without behaviour gets the popularity list).
+    """
+    column = {n: i for i, n in enumerate(names)}
+    if name == "text":
+        return rank_score(x[:, column["text_rank"]])
+    if name == "popularity":
+        return rank_score(x[:, column["popularity_rank"]])
+    if name == "behaviour":
+        own = x[:, column["behaviour_rank"]]
+        fallback = rank_score(x[:, column["popularity_rank"]]) - np.log2(1.0 + NOT_RANKED)  # below every own row
+        return np.where(own < NOT_RANKED, rank_score(own), fallback)
+    raise ValueError(f"unknown baseline {name!r} (one of {', '.join(BASELINES)})")
+
+
 def attribute_features(view: View) -> tuple[str, ...]:
     """The attribute features this view's catalog supports."""
     out = []

@@ -1,9 +1,14 @@
 """The learned ranker of ``related``: LightGBM lambdarank fitted on the workspace's own basket log.
 
-:func:`fit` replays the log at a few cuts (:mod:`semassoc.ranking.simulate`), fits two models (one for established
-query products, one for new and young ones: serving picks by the query's baskets), validates them on held-out query
-products against text only and behaviour only, and saves them in ``<workspace>/ranker/`` (model text files and
-``lineage.json``) with one atomic directory write. :class:`Ranker` loads them for serving.
+:func:`fit` replays the log at a few cuts (:mod:`semassoc.ranking.simulate`) and fits one model per kind of query
+product (:data:`GROUPS`: established, young, new; serving picks by the query's baskets). Each model starts from the
+group's best single-signal list on the training queries (text, own behaviour, popularity:
+:func:`semassoc.ranking.features.baseline_scores`, given to LightGBM as ``init_score``), so its trees learn
+corrections on top of that list; early stopping on one half of the held-out query products; on the other half the
+trees must beat their start, else the group is saved as that list alone (the gate). Validation figures (model, start,
+text only, behaviour only, paired differences) and the gate's outcome go to the lineage. Everything is saved in
+``<workspace>/ranker/`` (model text files and ``lineage.json``) with one atomic directory write. :class:`Ranker`
+loads them for serving and scores rows as the start's score plus the trees' output, as at fit.
 
 LightGBM is imported only here, and only when fitting or scoring with a model.
 """
@@ -26,7 +31,16 @@ from semassoc.errors import NotFound, SemassocError
 from semassoc.ranking import features as F
 
 RANKER_DIR = "ranker"
-GROUPS = ("established", "new")
+#: One model per kind of query product: established (>= ``established_min`` baskets), young (fewer, at least one)
+#: and new (no basket yet). Serving picks by the query's baskets (:meth:`Ranker.group_of`).
+GROUPS = ("established", "young", "new")
+
+
+def group_of(baskets: int, established_min: int) -> str:
+    """The group of a query product with ``baskets`` baskets."""
+    return "established" if baskets >= established_min else ("young" if baskets > 0 else "new")
+
+
 MAX_LABEL = 30
 
 
@@ -42,9 +56,21 @@ class FitConfig:
         max_queries: most query products per group and cut (seeded sample).
         candidates: candidates per signal (text, own and borrowed behaviour, popularity, newest by text).
         text_limit: text neighbours searched (the newest-by-text signal looks among these).
-        validation_share: share of query products held out to validate (by a hash of the product id).
+        validation_share: share of query products held out (by a hash of the product id): half of it to stop the
+            boosting (early stopping), the other half to judge the model (gate, validation figures).
         min_queries: fewest training queries (with a relevant candidate) a model needs; below that none is saved.
+            When the young or the new group has too few, young and new queries share one model ("new").
         rounds / learning_rate / num_leaves / min_data_in_leaf: LightGBM settings; early stopping on validation.
+        small_group: a group with fewer training queries gets smaller, more cautious trees (7 leaves, 4x
+            ``min_data_in_leaf``, half the learning rate): on Instacart's new products the default trees beat their
+            start on held-out simulated queries and lost to it when judged after the cuts.
+        boost_from_baseline: start each group's model from its best single-signal list on the training queries
+            (text, own behaviour with popularity for products without any, or popularity): LightGBM's
+            ``init_score`` is that list's rank score times ``init_scale`` (small: at 1, lambdarank's hessians
+            vanish on pairs far apart and the first trees' leaves blow up); the trees are kept only if they beat
+            that list on the judging half of the held-out queries by more than ``gate_se`` standard errors of the
+            paired difference (0: any positive mean), else the group is served by the list alone. False: trees
+            from a zero start, always kept (the ranker before this option, kept for comparisons).
         seed / threads: determinism (fixed seed, deterministic mode, fixed thread count; one thread: OpenMP
             threads spin badly on a busy machine, 6x slower here on 2 shared cores, and the data is small).
     """
@@ -62,6 +88,10 @@ class FitConfig:
     learning_rate: float = 0.1
     num_leaves: int = 31
     min_data_in_leaf: int = 50
+    boost_from_baseline: bool = True
+    gate_se: float = 0.0
+    small_group: int = 1000
+    init_scale: float = 0.2
     seed: int = 0
     threads: int = 1
 
@@ -120,9 +150,17 @@ def _params(config: FitConfig) -> dict[str, Any]:
 
 def held_out(ids: np.ndarray, share: float) -> np.ndarray:
     """Whether each product id is in the validation share (a stable hash of the id, not of its position)."""
+    return validation_part(ids, share) > 0
+
+
+def validation_part(ids: np.ndarray, share: float) -> np.ndarray:
+    """Per product id (a stable hash of the id): 0 training, 1 held out to stop the boosting (early stopping), 2 held
+    out to judge the result (the gate and the validation figures): half of ``share`` each. The judging half is not
+    the one the number of rounds was chosen on, so its figures are not flattered by that choice."""
     import zlib
 
-    return np.array([zlib.crc32(str(i).encode()) % 1000 < share * 1000 for i in ids.tolist()], dtype=bool)
+    hashed = np.array([zlib.crc32(str(i).encode()) % 1000 for i in ids.tolist()], dtype=np.int64)
+    return np.where(hashed < share * 500, 1, np.where(hashed < share * 1000, 2, 0))
 
 
 def ndcg10(ranked: list[int], grades: dict[int, float]) -> float:
@@ -201,14 +239,25 @@ def fit(ws: Any, config: FitConfig | None = None, progress: Callable[[str, int, 
         report.models[group] = summary
         if text is not None:
             models[group] = text
+    if "skipped" in report.models["young"] or "skipped" in report.models["new"]:
+        # Too few of one kind to fit apart: young and new queries share one model, "new" (lineage without "young")
+        text, summary = _fit_group("new", sims, catalog.ids, names, config, merged=True)
+        summary["merged"] = "young and new queries together (too few of one kind to fit apart)"
+        del report.models["young"]
+        models.pop("young", None)
+        models.pop("new", None)
+        report.models["new"] = summary
+        if text is not None:
+            models["new"] = text
+    served = [g for g in report.models if g in models or report.models[g].get("baseline")]
     report.rows = sum(int(s.table.candidates.shape[0]) for s in sims)
     report.seconds = round(time.perf_counter() - started, 2)
-    if not models:
-        reasons = "; ".join(f"{g}: {report.models[g].get('skipped', '')}" for g in GROUPS)
+    if not served:
+        reasons = "; ".join(f"{g}: {report.models[g].get('skipped', '')}" for g in report.models)
         report.message = f"too few events to fit a ranker ({reasons}); the hand-set fusion stays in use"
         return report
     lineage = {
-        "format": 1,
+        "format": 3,
         "data_fingerprint": log.fingerprint(),
         "baskets": len(log),
         "cuts": report.cuts,
@@ -228,7 +277,7 @@ def fit(ws: Any, config: FitConfig | None = None, progress: Callable[[str, int, 
 
     replace_directory(ws.path / RANKER_DIR, write)
     report.saved = True
-    missing = [g for g in GROUPS if g not in models]
+    missing = [g for g in report.models if g not in served]
     report.message = f"ranker saved in {ws.path / RANKER_DIR}" + (
         f" ({', '.join(missing)} queries keep the hand-set fusion: too few to fit)" if missing else ""
     )
@@ -247,74 +296,138 @@ def _tuned_encoder(model: str | None) -> bool:
 
 
 def _fit_group(
-    group: str, sims: list[Any], ids: np.ndarray, names: tuple[str, ...], config: FitConfig
+    group: str, sims: list[Any], ids: np.ndarray, names: tuple[str, ...], config: FitConfig, merged: bool = False
 ) -> tuple[str | None, dict[str, Any]]:
+    """Fit one group's model, boosted from its best single-signal list, and gate it (see :func:`fit`). Returns the
+    model text (None: no trees, the baseline alone or nothing) and the summary kept in the lineage. ``merged``:
+    the "new" group takes every query below ``established_min`` baskets (young ones too)."""
     lgb = _lightgbm()
-    parts: dict[bool, list[tuple[np.ndarray, np.ndarray, list[int]]]] = {True: [], False: []}
-    evaluation: list[tuple[Any, int]] = []  # (sim, query position) of validation queries
+    # rows with a relevant candidate per part (0 training, 1 early stopping, 2 judging) and every query per part
+    parts: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {0: [], 1: [], 2: []}
+    queries: dict[int, list[tuple[Any, int]]] = {0: [], 1: [], 2: []}  # (sim, query position)
     for sim in sims:
-        wanted = sim.established if group == "established" else ~sim.established
-        validation = held_out(ids[sim.queries], config.validation_share)
-        for i in np.flatnonzero(wanted).tolist():
+        part = validation_part(ids[sim.queries], config.validation_share)
+        for i, baskets in enumerate(sim.baskets.tolist()):
+            kind = group_of(baskets, config.established_min)
+            if kind != group and not (merged and kind == "young"):
+                continue
             lo, hi = int(sim.table.offsets[i]), int(sim.table.offsets[i + 1])
             labels = sim.labels[lo:hi]
-            if validation[i]:
-                evaluation.append((sim, i))
+            queries[int(part[i])].append((sim, i))
             if hi > lo and labels.max() > 0:
-                parts[bool(validation[i])].append((sim.table.features[lo:hi], labels, [hi - lo]))
-    train, valid = parts[False], parts[True]
-    summary: dict[str, Any] = {"train_queries": len(train), "validation_queries": len(evaluation)}
-    if len(train) < config.min_queries or not valid:
+                parts[int(part[i])].append((sim.table.features[lo:hi], labels))
+    train, valid = parts[0], parts[1]
+    evaluation = queries[2]
+    summary: dict[str, Any] = {
+        "train_queries": len(train),
+        "stopping_queries": len(queries[1]),
+        "validation_queries": len(evaluation),
+    }
+    if len(train) < config.min_queries or not valid or not evaluation:
         summary["skipped"] = f"{len(train)} training queries with a relevant candidate (need {config.min_queries})"
         return None, summary
+    # The start: the single-signal list with the best NDCG@10 on the training queries (ties: F.BASELINES order).
+    on_train = {
+        b: _mean_se([_ndcg_of(sim, i, ids, F.baseline_scores(b, _rows(sim, i), names)) for sim, i in queries[0]])
+        for b in F.BASELINES
+    }
+    best = max(F.BASELINES, key=lambda b: (on_train[b]["mean"], -F.BASELINES.index(b)))
+    baseline: str | None = best if config.boost_from_baseline else None
+    summary["baseline"] = baseline
+    summary["baselines_train_ndcg@10"] = {b: v["mean"] for b, v in on_train.items()}
 
-    def dataset(rows: list[tuple[np.ndarray, np.ndarray, list[int]]], reference: Any = None) -> Any:
+    def dataset(rows: list[tuple[np.ndarray, np.ndarray]], reference: Any = None) -> Any:
         x = np.concatenate([r[0] for r in rows])
         y = np.minimum(np.rint(np.concatenate([r[1] for r in rows])), MAX_LABEL).astype(np.int32)
-        group_sizes = [g for r in rows for g in r[2]]
-        return lgb.Dataset(x, y, group=group_sizes, feature_name=list(names), reference=reference, free_raw_data=True)
+        init = config.init_scale * F.baseline_scores(baseline, x, names) if baseline else None
+        return lgb.Dataset(
+            x,
+            y,
+            group=[r[0].shape[0] for r in rows],
+            init_score=init,
+            feature_name=list(names),
+            reference=reference,
+            free_raw_data=True,
+        )
 
     params = _params(config)
+    rounds = config.rounds
+    if len(train) < config.small_group:
+        # Few training queries: smaller trees, more rows per leaf, smaller steps (corrections the data can carry)
+        params.update(
+            num_leaves=7, min_data_in_leaf=4 * config.min_data_in_leaf, learning_rate=config.learning_rate / 2
+        )
+        summary["regularised"] = True
     train_set = dataset(train)
     valid_set = dataset(valid, train_set)
     booster = lgb.train(
         params,
         train_set,
-        num_boost_round=config.rounds,
+        num_boost_round=rounds,
         valid_sets=[valid_set],
         callbacks=[lgb.early_stopping(20, verbose=False)],
     )
-    summary["rounds"] = int(booster.best_iteration or config.rounds)
-    summary["validation_ndcg@10"] = _validate(booster, evaluation, ids)
+    summary["rounds"] = int(booster.best_iteration or rounds)
     text = booster.model_to_string(num_iteration=summary["rounds"])
+    model = lgb.Booster(model_str=text)  # what is saved: the trees up to the best round
+    metrics = _validate(model, baseline, config.init_scale, evaluation, ids, names)
+    summary["validation_ndcg@10"] = metrics
+    if baseline is not None:
+        # The gate: the trees are kept only if they beat their own start on the held-out queries.
+        gain = metrics["model - baseline"]
+        kept = gain["mean"] > config.gate_se * gain["se"] and gain["mean"] > 0
+        summary["gate"] = "trees kept" if kept else "baseline only"
+        if not kept:
+            summary["rounds"] = 0
+            return None, summary
     return text, summary
 
 
-def _validate(booster: Any, evaluation: list[tuple[Any, int]], ids: np.ndarray) -> dict[str, dict[str, float]]:
-    """NDCG@10 of the model, text only and behaviour only (popularity for products without any) on held-out
-    queries, with the paired difference of the model against each."""
-    scores: dict[str, list[float]] = {"model": [], "text": [], "behaviour": []}
+def _rows(sim: Any, i: int) -> np.ndarray:
+    return sim.table.features[int(sim.table.offsets[i]) : int(sim.table.offsets[i + 1])]
+
+
+def _ndcg_of(sim: Any, i: int, ids: np.ndarray, scores: np.ndarray) -> float:
+    """NDCG@10 of query ``i`` of a simulated cut when its candidates are ordered by ``scores``."""
+    lo, hi = int(sim.table.offsets[i]), int(sim.table.offsets[i + 1])
+    cands = sim.table.candidates[lo:hi]
+    return ndcg10(order_by_score(cands, scores, ids).tolist() if hi > lo else [], sim.truth[i])
+
+
+def _validate(
+    model: Any,
+    baseline: str | None,
+    scale: float,
+    evaluation: list[tuple[Any, int]],
+    ids: np.ndarray,
+    names: tuple[str, ...],
+) -> dict[str, dict[str, float]]:
+    """NDCG@10 on held-out queries of the model (its start plus its trees), its start alone, text only and behaviour
+    only (popularity for products without any), with the paired difference of the model against each."""
+    scores: dict[str, list[float]] = {"model": [], "baseline": [], "text": [], "behaviour": []}
     for sim, i in evaluation:
+        x = _rows(sim, i)
+        start = scale * F.baseline_scores(baseline, x, names) if baseline else np.zeros(x.shape[0])
+        trees = model.predict(x, num_threads=1) if x.shape[0] else np.zeros(0)
+        scores["model"].append(_ndcg_of(sim, i, ids, start + trees))
+        scores["baseline"].append(_ndcg_of(sim, i, ids, start))
+        scores["text"].append(ndcg10(sim.text_lists[i][0][:10].tolist(), sim.truth[i]))
         lo, hi = int(sim.table.offsets[i]), int(sim.table.offsets[i + 1])
-        truth = sim.truth[i]
         cands = sim.table.candidates[lo:hi]
-        x = sim.table.features[lo:hi]
-        model = order_by_score(cands, booster.predict(x, num_threads=1), ids) if hi > lo else cands
-        scores["model"].append(ndcg10(model.tolist(), truth))
-        scores["text"].append(ndcg10(sim.text_lists[i][0][:10].tolist(), truth))
-        names = sim.table.names
         pair = x[:, names.index("pair_count")]
         if (pair > 0).any():
             keep = pair > 0
             behaviour = order_by_score(cands[keep], pair[keep], ids)
         else:
-            rank = x[:, names.index("popularity_rank")]
-            behaviour = order_by_score(cands, -rank, ids)
-        scores["behaviour"].append(ndcg10(behaviour.tolist(), truth))
+            behaviour = order_by_score(cands, -x[:, names.index("popularity_rank")], ids)
+        scores["behaviour"].append(ndcg10(behaviour.tolist(), sim.truth[i]))
+    if baseline is None:
+        del scores["baseline"]
     out = {name: _mean_se(values) for name, values in scores.items()}
-    for other in ("text", "behaviour"):
-        diff = [a - b for a, b in zip(scores["model"], scores[other], strict=True)]
-        out[f"model - {other}"] = _mean_se(diff)
+    for other in scores:
+        if other != "model":
+            diff = [a - b for a, b in zip(scores["model"], scores[other], strict=True)]
+            out[f"model - {other}"] = _mean_se(diff)
     return out
 
 
@@ -333,6 +446,10 @@ class Ranker:
         self.candidates = int(self.lineage["config"]["candidates"])
         self.text_limit = int(self.lineage["config"]["text_limit"])
         self._boosters: dict[str, Any] = {}
+        models = self.lineage.get("models", {})
+        #: per group, the single-signal list its scores start from (None: trees alone, as lineage format 1)
+        self.baselines: dict[str, str | None] = {g: models.get(g, {}).get("baseline") for g in GROUPS}
+        self.init_scale = float(self.lineage["config"].get("init_scale", 1.0))
 
     @staticmethod
     def open(workspace_path: Path) -> Ranker | None:
@@ -340,12 +457,26 @@ class Ranker:
         return Ranker(directory) if (directory / "lineage.json").is_file() else None
 
     def has(self, group: str) -> bool:
+        """Whether the group is ranked (by trees, or by its baseline list alone when the gate kept no trees)."""
+        return self.baselines.get(group) is not None or self._trees(group)
+
+    def _trees(self, group: str) -> bool:
         return (self.directory / f"{group}.txt").is_file()
 
     def group_of(self, baskets: int) -> str:
-        return "established" if baskets >= self.established_min else "new"
+        """The group whose model ranks a query product with ``baskets`` baskets (lineage format 1-2, before the
+        young group: "new" for every product below ``established_min``)."""
+        if "young" not in self.lineage.get("models", {}):
+            return "established" if baskets >= self.established_min else "new"
+        return group_of(baskets, self.established_min)
 
     def predict(self, group: str, x: np.ndarray) -> np.ndarray:
+        """Scores of feature rows (columns: ``self.features``) of the group's queries: the group's baseline list
+        score (:func:`semassoc.ranking.features.baseline_scores`) plus its trees' output, as at fit."""
+        baseline = self.baselines.get(group)
+        start = self.init_scale * F.baseline_scores(baseline, x, self.features) if baseline else np.zeros(x.shape[0])
+        if not self._trees(group):
+            return start
         booster = self._boosters.get(group)
         if booster is None:
             path = self.directory / f"{group}.txt"
@@ -353,7 +484,7 @@ class Ranker:
             if booster is None:  # no LightGBM library file where the package keeps it: through the package
                 booster = _lightgbm().Booster(model_file=str(path))
             self._boosters[group] = booster
-        return booster.predict(x, num_threads=1)
+        return start + booster.predict(x, num_threads=1)
 
     def summary(self) -> dict[str, Any]:
         """What ``info`` shows."""
@@ -364,12 +495,23 @@ class Ranker:
             "lightgbm": self.lineage.get("library", {}).get("lightgbm"),
         }
         for group, model in self.lineage.get("models", {}).items():
+            if model.get("merged"):
+                out[f"{group} queries"] = model["merged"]
             metrics = model.get("validation_ndcg@10")
             if metrics:
-                out[f"{group} ndcg@10 (validation)"] = (
-                    f"model {metrics['model']['mean']:.3f}, text {metrics['text']['mean']:.3f}, "
-                    f"behaviour {metrics['behaviour']['mean']:.3f} ({metrics['model']['n']} queries)"
+                baseline = model.get("baseline")
+                if baseline:
+                    out[group] = f"{baseline} list" + (
+                        f" + {model.get('rounds', 0)} rounds of trees"
+                        if model.get("gate") == "trees kept"
+                        else " alone (the trees did not beat it on the held-out queries)"
+                    )
+                scored = ", ".join(
+                    f"{name} {metrics[name]['mean']:.3f}"
+                    for name in ("model", "baseline", "text", "behaviour")
+                    if name in metrics
                 )
+                out[f"{group} ndcg@10 (validation)"] = f"{scored} ({metrics['model']['n']} queries)"
             else:
                 out[f"{group}"] = "hand-set fusion (too few to fit)"
         return out

@@ -4,7 +4,8 @@ At each cut T: the feature window is the baskets before T (what the ranker would
 the baskets in ``[T, T + span)``. The simulated catalog is the catalog as of the end of the label window: products
 first bought later (or never) are not candidates, because they could never be labelled relevant and would teach the
 model that "new" means "never bought". Queries are established products (at least ``established_min`` baskets before
-T) and young ones (fewer, most of them first bought inside the label window: truly new). Labels are the association
+T), young ones (fewer, at least one) and new ones (none before T: first bought inside the label window), up to
+``max_queries`` of each. Labels are the association
 truth of ``semassoc evaluate`` (:func:`semassoc.evaluation.harness.build_truth`) on the label window's baskets.
 
 Nothing here reads the events files: only the log, the stored vectors and the catalog payloads.
@@ -123,6 +124,7 @@ class Simulated:
     table: F.Table
     queries: np.ndarray
     established: np.ndarray  # per query
+    baskets: np.ndarray  # per query: its baskets before the cut (0: truly new)
     labels: np.ndarray  # per row
     truth: list[dict[int, float]]  # per query: relevant code -> grade
     text_lists: list[tuple[np.ndarray, np.ndarray]]
@@ -226,16 +228,17 @@ def simulate(
     has_truth = np.diff(grades.indptr) > 0
     eligible = universe & has_truth
     established = eligible & (counts >= established_min)
-    young = eligible & (counts < established_min)
+    young = eligible & (counts > 0) & (counts < established_min)
+    unseen = eligible & (counts == 0)
     rng = np.random.default_rng(seed)
     picked = []
-    for mask in (established, young):
+    for mask in (established, young, unseen):  # up to max_queries of each (one model per kind: see ranker.GROUPS)
         codes = np.flatnonzero(mask)
         if codes.shape[0] > max_queries:
             codes = np.sort(rng.choice(codes, size=max_queries, replace=False))
         picked.append(codes)
     queries = np.concatenate(picked)
-    is_established = np.r_[np.ones(picked[0].shape[0], bool), np.zeros(picked[1].shape[0], bool)]
+    is_established = np.r_[np.ones(picked[0].shape[0], bool), np.zeros(picked[1].shape[0] + picked[2].shape[0], bool)]
     text = text_neighbours(catalog.vectors, queries, universe, text_limit)
     table = F.build(view, queries, text, k=k)
     labels = np.zeros(table.candidates.shape[0])
@@ -246,4 +249,4 @@ def simulate(
         truths.append(relevant)
         lo, hi = table.offsets[i], table.offsets[i + 1]
         labels[lo:hi] = [relevant.get(c, 0.0) for c in table.candidates[lo:hi].tolist()]
-    return Simulated(cut, table, queries, is_established, labels, truths, text)
+    return Simulated(cut, table, queries, is_established, counts[queries], labels, truths, text)
