@@ -79,7 +79,7 @@ class FitConfig:
     label_fraction: float = 0.2
     step_fraction: float = 0.1
     established_min: int = 5
-    max_queries: int = 500
+    max_queries: int = 1000
     candidates: int = 60
     text_limit: int = 150
     validation_share: float = 0.2
