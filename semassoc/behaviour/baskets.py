@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from semassoc.behaviour.npy_stream import row_blocks
+
 if TYPE_CHECKING:
     import scipy.sparse as sp
 
@@ -35,15 +37,21 @@ MIX = (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB)
 
 def content_hash(items: np.ndarray, indptr: np.ndarray) -> np.ndarray:
     """Per basket, the sum (mod 2**64) of splitmix64 of its product codes: the last key of the canonical order
-    (equal for equal contents, whatever their order)."""
-    with np.errstate(over="ignore"):
-        z = items.astype(np.uint64) + np.uint64(MIX[0])
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(MIX[1])
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(MIX[2])
-        z = z ^ (z >> np.uint64(31))
-        if not z.size:
-            return np.zeros(int(indptr.shape[0]) - 1, np.uint64)
-        return np.add.reduceat(z, indptr[:-1])
+    (equal for equal contents, whatever their order; 0 for an empty basket). Computed in blocks of baskets, so the
+    temporaries stay small whatever the log's length."""
+    out = np.zeros(int(indptr.shape[0]) - 1, dtype=np.uint64)
+    for first, stop in row_blocks(indptr):
+        start, end = int(indptr[first]), int(indptr[stop])
+        if end == start:
+            continue
+        with np.errstate(over="ignore"):
+            z = items[start:end].astype(np.uint64) + np.uint64(MIX[0])
+            z = (z ^ (z >> np.uint64(30))) * np.uint64(MIX[1])
+            z = (z ^ (z >> np.uint64(27))) * np.uint64(MIX[2])
+            z = z ^ (z >> np.uint64(31))
+            filled = np.flatnonzero(np.diff(indptr[first : stop + 1]) > 0)
+            out[first + filled] = np.add.reduceat(z, indptr[first + filled] - start)
+    return out
 
 
 def item_dtype(n_items: int) -> type[np.unsignedinteger]:
@@ -129,8 +137,12 @@ class BasketLog:
         starts = self.indptr[:-1][order]
         new_sizes = sizes[order]
         indptr = np.r_[0, np.cumsum(new_sizes)].astype(np.int64)
-        take = np.repeat(starts - indptr[:-1], new_sizes) + np.arange(indptr[-1])
-        return BasketLog(indptr, self.items[take], self.time[order], self.n_items)
+        items = np.empty_like(self.items)
+        for first, stop in row_blocks(indptr):  # gathered in blocks: no full-length index array
+            start, end = int(indptr[first]), int(indptr[stop])
+            shift = starts[first:stop] - indptr[first:stop]
+            items[start:end] = self.items[np.repeat(shift, new_sizes[first:stop]) + np.arange(start, end)]
+        return BasketLog(indptr, items, self.time[order], self.n_items)
 
     def first_seen(self) -> np.ndarray:
         """Per product code, the first time it appears in a timed basket (``MISSING`` when never)."""

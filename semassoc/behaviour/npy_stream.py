@@ -9,6 +9,7 @@ rewrites the header with the final length when it closes.
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 
@@ -16,6 +17,19 @@ import numpy as np
 
 #: Entries per piece when a large array is copied or scanned in blocks (8-16 MB per column).
 BLOCK = 2_000_000
+
+
+def row_blocks(indptr: np.ndarray, block: int | None = None) -> Iterator[tuple[int, int]]:
+    """Ranges of whole CSR rows holding about ``block`` (default ``BLOCK``) entries each (a longer row is a block of
+    its own)."""
+    step = BLOCK if block is None else block
+    size = int(indptr.shape[0]) - 1
+    start = 0
+    while start < size:
+        stop = int(np.searchsorted(indptr, int(indptr[start]) + step, side="right")) - 1
+        stop = min(max(stop, start + 1), size)
+        yield start, stop
+        start = stop
 
 
 def _header(dtype: np.dtype, length: int) -> bytes:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,7 +19,7 @@ import numpy as np
 from semassoc.behaviour.baskets import FILES as LOG_FILES
 from semassoc.behaviour.baskets import BasketLog
 from semassoc.behaviour.cooccurrence import basket_item_matrix, pair_counts
-from semassoc.behaviour.npy_stream import BLOCK, NpyReader, NpyWriter, save_blocks
+from semassoc.behaviour.npy_stream import BLOCK, NpyReader, NpyWriter, row_blocks, save_blocks
 from semassoc.behaviour.weightings import METRICS, RANKED_METRICS
 from semassoc.io import replace_directory
 
@@ -31,17 +31,6 @@ if TYPE_CHECKING:  # scipy and the events reader (pyarrow) load only where stati
 SCHEMA_VERSION = 1
 #: progress(stage, step, steps)
 Progress = Callable[[str, int, int], None]
-
-
-def _row_blocks(indptr: np.ndarray) -> Iterator[tuple[int, int]]:
-    """Ranges of whole rows holding about ``BLOCK`` entries each (a longer row is a block of its own)."""
-    size = int(indptr.shape[0]) - 1
-    start = 0
-    while start < size:
-        stop = int(np.searchsorted(indptr, int(indptr[start]) + BLOCK, side="right")) - 1
-        stop = min(max(stop, start + 1), size)
-        yield start, stop
-        start = stop
 
 
 def _neighbour_block(
@@ -117,7 +106,7 @@ def _write_neighbour_lists(
         indices_out = files.enter_context(NpyWriter(tmp / "nbr_indices.npy", index_dtype))
         counts_out = files.enter_context(NpyWriter(tmp / "nbr_counts.npy", count_dtype))
         wdot_out = files.enter_context(NpyWriter(tmp / "nbr_wdot.npy", np.float64)) if weighted else None
-        for first, stop in _row_blocks(indptr):
+        for first, stop in row_blocks(indptr, BLOCK):
             start, end = int(indptr[first]), int(indptr[stop])
             cols, pair, wdot = read(start, end)
             kept, cols, pair, wdot = _neighbour_block(
