@@ -175,8 +175,13 @@ def run(
     if process.returncode == 0:
         result.update(json.loads(out.strip().splitlines()[-1]))
     else:
-        last = [line for line in err.strip().splitlines() if line.strip()][-1:] or ["?"]
-        result["failed"] = f"exit {process.returncode}: {last[0][:160]}"
+        lines = [line for line in err.strip().splitlines() if line.strip()]
+        # The first error line says why (a JVM's stack trace ends with its least useful line); all of it goes to a file.
+        cause = [line for line in lines if "Error" in line or "Exception" in line][:1] or lines[-1:] or ["?"]
+        result["failed"] = f"exit {process.returncode}: {cause[0].strip()[:300]}"
+        log = Path(tempfile.gettempdir()) / f"bench-spark-{engine}-{os.getpid()}-{process.pid}.stderr"
+        log.write_text(err, encoding="utf-8")
+        result["stderr"] = str(log)
     return result
 
 
