@@ -195,6 +195,9 @@ def main() -> None:
     parser.add_argument("--master", default="local[2]")
     parser.add_argument("--spark-driver-memory", default="2g")
     parser.add_argument("--shuffle-partitions", type=int, default=16)
+    parser.add_argument(
+        "--conf", action="append", default=[], metavar="KEY=VALUE", help="More Spark settings (repeatable)."
+    )
     parser.add_argument("--nice", type=int, default=10, help="Niceness of the runs (the machine is shared).")
     parser.add_argument("--dir", type=Path, default=None, help="Where to write the events (default: a temp dir).")
     parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
@@ -209,6 +212,7 @@ def main() -> None:
         "spark.ui.enabled": "false",
         "spark.ui.showConsoleProgress": "false",
         "spark.local.dir": tempfile.gettempdir(),
+        **dict(item.split("=", 1) for item in args.conf),
     }
     print(f"CPUs available: {len(os.sched_getaffinity(0))}; load average now {os.getloadavg()[0]:.1f}")
     print(
