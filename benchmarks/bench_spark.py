@@ -103,8 +103,8 @@ def tree_rss(root: int) -> int:
         if pid != root and program(pid) is not None and program(pid) == program(parents.get(pid, -1)):
             continue
         try:
-            with open(f"/proc/{pid}/statm") as fh:
-                total += int(fh.read().split()[1]) * page
+            with open(f"/proc/{pid}/statm") as statm:
+                total += int(statm.read().split()[1]) * page
         except (OSError, IndexError, ValueError):
             continue
     return total
