@@ -4,6 +4,7 @@ at several cut dates, with paired per-query differences and standard errors. One
     python benchmarks/eval_cuts.py                # Online Retail at three cuts + Instacart, real bundled model
     python benchmarks/eval_cuts.py --only or      # one data set (or, ic, or ic3: Instacart at three cuts)
     python benchmarks/eval_cuts.py --no-fit       # related on the hand-set fusion (no `fit` per cut)
+    python benchmarks/eval_cuts.py --only or-check --only ic-check   # confirmation cuts, see DATA_SETS
 
 For each cut, `semassoc evaluate` builds the training side from the events before the cut only, fits the ranker of
 `related` on that training workspace (`api.fit`), and judges the events from the cut to the next cut (the last cut: to
@@ -56,6 +57,22 @@ DATA_SETS: dict[str, dict[str, Any]] = {
         "cuts": (0.6, 0.7, 0.8),
         "options": LoadOptions(),
         "workspace": "ic",  # the same index as "ic"
+    },
+    # Confirmation cuts: never looked at while the ranker's configuration was chosen (that was done on "or" and
+    # "ic3"), so they check that the choices carry to other moments of the same stores.
+    "or-check": {
+        "name": "Online Retail II 2009-2010, confirmation cuts (not used to choose the configuration)",
+        "cuts": (datetime(2010, 5, 1), datetime(2010, 7, 1), datetime(2010, 9, 1)),
+        "options": LoadOptions(filters=EventFilters.online_retail()),
+        "workspace": "or",
+        "data": "or",
+    },
+    "ic-check": {
+        "name": "Instacart sample, confirmation cuts 0.55, 0.65, 0.75 (not used to choose the configuration)",
+        "cuts": (0.55, 0.65, 0.75),
+        "options": LoadOptions(),
+        "workspace": "ic",
+        "data": "ic",
     },
 }
 #: Run when no --only is given.
@@ -158,7 +175,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     for key in args.only or DEFAULT_SETS:
         spec = DATA_SETS[key]
-        catalog, events = files(key, args.data_dir)
+        catalog, events = files(spec.get("data", key), args.data_dir)
         config = EvaluationConfig(
             cuts=spec["cuts"],
             methods=METHODS,
