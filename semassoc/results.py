@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from semassoc.behaviour.stats import Neighbour
+    from semassoc.store.base import Hit
 
 #: Payload keys that are semassoc's bookkeeping, not product attributes.
 INTERNAL_KEYS = frozenset({"_text_hash"})
@@ -75,3 +79,27 @@ def public_attributes(payload: dict[str, Any]) -> dict[str, Any]:
         (k, v) for k, v in payload.items() if k not in INTERNAL_KEYS and k not in ("product_id", "title", "attributes")
     )
     return flat
+
+
+def text_item(hit: Hit, explanation: str | None = None) -> ScoredItem:
+    """A text-similarity hit as a result."""
+    return ScoredItem(
+        product_id=hit.product_id,
+        title=str(hit.payload.get("title", "")),
+        score=hit.score,
+        signals={"text": hit.score},
+        explanation=explanation or f"text similarity {hit.score:.2f}",
+        attributes=public_attributes(hit.payload),
+    )
+
+
+def behaviour_item(n: Neighbour, metric: str, payload: dict[str, Any] | None) -> ScoredItem:
+    """A bought-together neighbour as a result."""
+    return ScoredItem(
+        product_id=n.item,
+        title=str((payload or {}).get("title", "")),
+        score=float(getattr(n, metric)),
+        signals={"count": float(n.count), "confidence": n.confidence, "lift": n.lift, "npmi": n.npmi},
+        explanation=f"bought together in {n.count} baskets (lift {n.lift:.1f}, confidence {n.confidence:.2f})",
+        attributes=public_attributes(payload or {}),
+    )

@@ -165,7 +165,8 @@ def test_serving_scores_with_lightgbm_s_own_numbers_without_importing_the_packag
     import subprocess
     import sys
 
-    from semassoc.ranking.ranker import NativeModel, _lightgbm
+    from semassoc.ranking.native_model import NativeModel
+    from semassoc.ranking.ranker import _lightgbm
 
     rng = np.random.default_rng(0)
     paths = sorted((fitted / "ranker").glob("*.txt"))
@@ -399,7 +400,7 @@ def test_ranked_text_search_without_an_exclusion_filter_gives_the_filtered_neigh
     neighbours as products are excluded, and drop those afterwards. Against searches with the filter, after the tie
     rule: the same neighbours, also for a query with more exact duplicates than the search returns (so it may be
     missing from its own hits) and under attribute filters and exclusions; never the query itself."""
-    from semassoc.ranking.engine import _by_score
+    from semassoc.ranking.nearest import by_score, nearest_ids
     from semassoc.ranking.serve import cut_ties
 
     rows = list(csv.DictReader((EXAMPLES / "catalog.csv").open()))
@@ -431,11 +432,11 @@ def test_ranked_text_search_without_an_exclusion_filter_gives_the_filtered_neigh
             ProductFilter(min_price=0.5, exclude=(dups[6],)),
         ):
             for limit in (3, 8, 60):
-                got = [cut_ties(*row, limit) for row in engine._nearest_ids(queries, vectors, base, limit)]
+                got = [cut_ties(*row, limit) for row in nearest_ids(store, queries, vectors, base, limit)]
                 filtered = store.search_ids_batch(
                     stacked, limit=limit, filters=[base.with_excluded([p]) for p in queries]
                 )
-                expected = [cut_ties(*_by_score(*row, limit), limit) for row in filtered]
+                expected = [cut_ties(*by_score(*row, limit), limit) for row in filtered]
                 assert got == expected, (base, limit)
                 payloads = engine.payloads([i for ids, _ in got for i in ids])
                 for pid, (ids, _) in zip(queries, got, strict=True):

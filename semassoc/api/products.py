@@ -12,9 +12,9 @@ from typing import Any
 from semassoc.behaviour.stats import BehaviourStats
 from semassoc.catalog import CatalogColumns, OnError, read_catalog
 from semassoc.errors import InvalidInput, NotFound
-from semassoc.ranking.engine import RelatedEngine, check_k, text_item
+from semassoc.ranking.engine import RelatedEngine, check_k
 from semassoc.ranking.ranker import Ranker
-from semassoc.results import ScoredItem
+from semassoc.results import ScoredItem, text_item
 from semassoc.store.base import ProductFilter
 from semassoc.text.encoder import Encoder, LazyEncoder
 from semassoc.text.indexing import IndexProgress, IndexReport, index_products

@@ -9,17 +9,17 @@ Recommendations for users (``RelatedEngine.recommend``) are in :mod:`semassoc.ra
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from semassoc.behaviour import weightings
-from semassoc.behaviour.stats import BehaviourStats, Neighbour
+from semassoc.behaviour.stats import BehaviourStats
 from semassoc.behaviour.users import UserHistories
 from semassoc.behaviour.weightings import METRICS
 from semassoc.errors import InvalidInput, NotFound
 from semassoc.ranking.fusion import (
+    Candidates,
     FusionWeights,
     association_scores,
     clip_unit,
@@ -28,9 +28,10 @@ from semassoc.ranking.fusion import (
     max_normalise,
     popularity_prior,
 )
+from semassoc.ranking.nearest import nearest_ids
 from semassoc.ranking.recommend import recommend as recommend_user
 from semassoc.ranking.variants import variant_group
-from semassoc.results import DeferredItem, ScoredItem, public_attributes
+from semassoc.results import DeferredItem, ScoredItem, behaviour_item, public_attributes, text_item
 from semassoc.store.base import Hit, ProductFilter
 from semassoc.text.encoder import Encoder, LazyEncoder
 from semassoc.workspace import Workspace
@@ -49,52 +50,11 @@ def check_k(k: int) -> None:
         raise InvalidInput(f"--k must be between 1 and {MAX_K:,}, not {k}")
 
 
-def text_item(hit: Hit, explanation: str | None = None) -> ScoredItem:
-    """A text-similarity hit as a result."""
-    return ScoredItem(
-        product_id=hit.product_id,
-        title=str(hit.payload.get("title", "")),
-        score=hit.score,
-        signals={"text": hit.score},
-        explanation=explanation or f"text similarity {hit.score:.2f}",
-        attributes=public_attributes(hit.payload),
-    )
-
-
-def behaviour_item(n: Neighbour, metric: str, payload: dict[str, Any] | None) -> ScoredItem:
-    """A bought-together neighbour as a result."""
-    return ScoredItem(
-        product_id=n.item,
-        title=str((payload or {}).get("title", "")),
-        score=float(getattr(n, metric)),
-        signals={"count": float(n.count), "confidence": n.confidence, "lift": n.lift, "npmi": n.npmi},
-        explanation=f"bought together in {n.count} baskets (lift {n.lift:.1f}, confidence {n.confidence:.2f})",
-        attributes=public_attributes(payload or {}),
-    )
-
-
 MODES = ("auto", "substitutes", "complements")
 #: Products whose association arrays an engine keeps (a few MB on typical catalogs).
 _SCORES_CACHE_SIZE = 4096
 #: Text similarity at or above which a candidate counts as a near-duplicate of the query (not a complement).
 NEAR_DUPLICATE = 0.9
-
-
-@dataclass
-class _Candidates:
-    """Per-signal scores of one query's candidates, and what the explanations need."""
-
-    text: dict[str, float] = field(default_factory=dict)
-    behaviour: dict[str, float] = field(default_factory=dict)
-    transfer: dict[str, float] = field(default_factory=dict)
-    counts: dict[str, tuple[int, float]] = field(default_factory=dict)  # item -> (pair count, lift) with the query
-    via: dict[str, tuple[str, float, int]] = field(default_factory=dict)  # item -> (text neighbour, its sim, count)
-
-
-def _by_score(ids: list[str], sims: list[float], limit: int) -> tuple[list[str], list[float]]:
-    """The first ``limit`` of a store's hits by cosine, ties by id (a store orders tied hits as it stored them)."""
-    pairs = sorted(zip(ids, sims, strict=True), key=lambda t: (-t[1], t[0]))[:limit]
-    return [i for i, _ in pairs], [s for _, s in pairs]
 
 
 class RelatedEngine:
@@ -383,7 +343,9 @@ class RelatedEngine:
         served: dict[str, list[DeferredItem]] = {}
         if ranked_ids and self._server is not None:
             part = [p for p in ranked_ids if p in vectors]
-            nearest = dict(zip(part, self._nearest_ids(part, vectors, base, limit), strict=True)) if part else {}
+            nearest = (
+                dict(zip(part, nearest_ids(self.ws.store, part, vectors, base, limit), strict=True)) if part else {}
+            )
             rows_of = {p: nearest.get(p, ([], [])) for p in ranked_ids}
             lists = self._server.ranked(ranked_ids, rows_of, k, base, collapse, limit)
             served = dict(zip(ranked_ids, lists, strict=True))
@@ -399,36 +361,6 @@ class RelatedEngine:
             ]
             for pid in product_ids
         ]
-
-    def _nearest_ids(
-        self, part: list[str], vectors: dict[str, np.ndarray], base: ProductFilter, limit: int
-    ) -> list[tuple[list[str], list[float]]]:
-        """The ``limit`` nearest products of each of ``part`` under ``base``, the product itself and ``base``'s
-        exclusions left out: (ids, cosines), best first, ties by id.
-
-        On a store whose searches are exact (no HNSW index), searched without the exclusions for ``limit`` + their
-        number and the excluded dropped afterwards: Qdrant's exclusion filter made each search about twice as slow.
-        That gives the same nearest products as a search with the exclusions, except perhaps which of the products
-        tied with the last one are kept, and ranked lists drop those (``serve.cut_ties``). A product tied with the
-        query itself (a duplicate, cosine 1) is kept either way; the query product is dropped by id wherever it
-        falls, and when ties put it beyond the searched ones, the searched ones are the nearest without it."""
-        store = self.ws.store
-        vecs = np.stack([vectors[p] for p in part])
-        if not store.exact_by_default():
-            rows = store.search_ids_batch(vecs, limit=limit, filters=[base.with_excluded([p]) for p in part])
-            return [_by_score(ids, sims, limit) for ids, sims in rows]
-        excluded = set(base.exclude)
-        flt = base.without_exclusions()
-        rows = store.search_ids_batch(
-            vecs, limit=limit + len(excluded) + 1, filters=[None if flt == ProductFilter() else flt] * len(part)
-        )
-        out = []
-        for pid, (ids, sims) in zip(part, rows, strict=True):
-            keep = [i for i, name in enumerate(ids) if name != pid and name not in excluded]
-            if len(keep) < len(ids):
-                ids, sims = [ids[i] for i in keep], [sims[i] for i in keep]
-            out.append(_by_score(ids, sims, limit))
-        return out
 
     def _behaviour_scores(
         self, stats: BehaviourStats, product_id: str, weights: FusionWeights
@@ -484,7 +416,7 @@ class RelatedEngine:
     ) -> list[ScoredItem]:
         baskets = self.basket_count(product_id)
         confidence = evidence_confidence(baskets, weights.half_point)
-        cand = _Candidates(text={h.product_id: h.score for h in text_hits})
+        cand = Candidates(text={h.product_id: h.score for h in text_hits})
         payloads = {h.product_id: h.payload for h in text_hits}
         if stats is not None and mode != "substitutes":
             cand.behaviour, cand.counts = self._behaviour_signal(stats, product_id, weights, pool)
@@ -561,7 +493,7 @@ class RelatedEngine:
         product_id: str,
         text_hits: list[Hit],
         weights: FusionWeights,
-        cand: _Candidates,
+        cand: Candidates,
         pool: int,
         neighbours: int = 10,
     ) -> None:
@@ -602,7 +534,7 @@ class RelatedEngine:
         score: float,
         signals: dict[str, dict[str, float]],
         per_signal: dict[str, float],
-        cand: _Candidates,
+        cand: Candidates,
         payload: dict[str, Any] | None,
         confidence: float,
     ) -> ScoredItem:
@@ -629,7 +561,7 @@ class RelatedEngine:
             attributes=public_attributes(payload or {}),
         )
 
-    def _reason(self, name: str, item: str, raw: dict[str, float], cand: _Candidates) -> str:
+    def _reason(self, name: str, item: str, raw: dict[str, float], cand: Candidates) -> str:
         if name == "behaviour":
             count, lift = cand.counts[item]
             return f"bought together in {count} baskets (lift {lift:.1f})"

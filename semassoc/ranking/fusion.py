@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
@@ -207,3 +207,14 @@ def _check_weights(weights: Mapping[str, float]) -> None:
     for name, value in weights.items():
         if not math.isfinite(value) or value < 0:
             raise InvalidInput(f"weight of signal {name!r} must be a finite number >= 0, not {value!r}")
+
+
+@dataclass
+class Candidates:
+    """Per-signal scores of one query's candidates, and what the explanations need."""
+
+    text: dict[str, float] = field(default_factory=dict)
+    behaviour: dict[str, float] = field(default_factory=dict)
+    transfer: dict[str, float] = field(default_factory=dict)
+    counts: dict[str, tuple[int, float]] = field(default_factory=dict)  # item -> (pair count, lift) with the query
+    via: dict[str, tuple[str, float, int]] = field(default_factory=dict)  # item -> (text neighbour, its sim, count)

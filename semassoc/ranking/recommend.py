@@ -100,7 +100,8 @@ def recommend(
             weights; each row names the history product behind it. False (or no ranker, one or two products,
             none of them known): the profile fusion above.
     """
-    from semassoc.ranking.engine import _Candidates, check_k  # (engine.py imports this module)
+    from semassoc.ranking.engine import check_k  # (engine.py imports this module)
+    from semassoc.ranking.fusion import Candidates
 
     check_k(k)
     if profile not in PROFILES:
@@ -163,7 +164,7 @@ def recommend(
         taken = flt.with_excluded([item for item, _ in ranked])
         ranked += [(p.product_id, 0.0) for p in engine.popular(k=k - len(ranked), filter=taken)]
     per_signal = weights.signal_weights(confidence)
-    cand = _Candidates(text=text, behaviour=behaviour, counts=counts)
+    cand = Candidates(text=text, behaviour=behaviour, counts=counts)
     payloads.update(engine.payloads([item for item, _ in ranked if item not in payloads]))
     results = [
         engine._fused_item(item, score, signals, per_signal, cand, payloads.get(item), confidence)
